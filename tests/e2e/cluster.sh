@@ -1,0 +1,453 @@
+#!/bin/bash
+# cluster.sh - a private single-node Slurm cluster for the end-to-end tests.
+#
+# Usage: tests/e2e/cluster.sh ACTION DIR
+#
+# Actions:
+#   start        provision (if needed), write the config, start munged,
+#                slurmctld and slurmd, wait for the node and run a smoke job.
+#                When the cluster is already up it only re-checks it (and
+#                runs `scontrol reconfigure` if the generated config changed).
+#   stop         stop the daemons this script started (and their leftover
+#                slurmstepd processes): SIGTERM, then SIGKILL after a timeout.
+#   status       show the daemons, the node and the log files; exit 3 if the
+#                cluster is not fully up.
+#   restart-ctld rewrite the config and restart slurmctld only (needed when
+#                JobCompType changes; slurmd and munged keep running).
+#   reconfigure  rewrite the config and run `scontrol reconfigure`.
+#
+# Everything lives under DIR: etc/ (slurm.conf, gres.conf, munge key and the
+# Lua scripts), run/ (munge socket, pid files), log/, state/.  Clients only
+# need `export SLURM_CONF=DIR/etc/slurm.conf`.
+#
+# Environment:
+#   ASBB_SLURM_EXTRA_CONF   a file whose lines are appended to slurm.conf
+#                           (JobSubmitPlugins, PluginDir, JobCompType,
+#                           EpilogSlurmctld, SlurmctldParameters, ...); a
+#                           key given there overrides the generated one.
+#   ASBB_SLURM_EXTRA_LINES  literal slurm.conf lines (newline separated),
+#                           appended after ASBB_SLURM_EXTRA_CONF.
+#   ASBB_SLURM_ETC_FILES    space-separated files copied into DIR/etc on
+#                           start, restart-ctld and reconfigure (e.g.
+#                           job_submit.lua, jobcomp.lua); a file is replaced
+#                           by rename, and only when its content changed.
+#   ASBB_SLURMCTLD_PORT     default 6817
+#   ASBB_SLURMD_PORT        default 6818
+#   ASBB_SLURM_MIN_JOB_AGE  MinJobAge, default 10 (seconds)
+#   ASBB_SLURM_SMOKE        the smoke command run after start; "none" skips
+#                           it. Default: srun --partition=local --time=1 true
+#   ASBB_SLURM_STOP_TIMEOUT seconds between SIGTERM and SIGKILL, default 30
+#   ASBB_SLURM_WAIT         seconds to wait for the node, default 120
+#   ASBB_SLURM_NO_PROVISION set to 1 to skip tests/e2e/provision.sh
+#
+# The daemons inherit this script's environment, so ASBB_CONFIG (the
+# library's config path) set by the caller is seen by slurmctld.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+
+die() {
+	echo "cluster: $*" >&2
+	exit 1
+}
+
+log() {
+	echo "cluster: $*"
+}
+
+usage() {
+	sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+	exit 2
+}
+
+[ $# -eq 2 ] || usage
+action=$1
+mkdir -p "$2"
+dir=$(cd "$2" && pwd -P)
+
+etc=$dir/etc
+run=$dir/run
+logdir=$dir/log
+state=$dir/state
+conf=$etc/slurm.conf
+export SLURM_CONF=$conf
+
+ctld_port=${ASBB_SLURMCTLD_PORT:-6817}
+slurmd_port=${ASBB_SLURMD_PORT:-6818}
+stop_timeout=${ASBB_SLURM_STOP_TIMEOUT:-30}
+wait_secs=${ASBB_SLURM_WAIT:-120}
+
+# _pid_file NAME: where daemon NAME writes its pid.
+_pid_file() {
+	echo "$run/$1.pid"
+}
+
+# _is_ours NAME PID: PID is a live NAME process started for this DIR.
+_is_ours() {
+	local name=$1 pid=$2 comm cmdline
+
+	[ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
+	comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+	[ "$comm" = "$name" ] || return 1
+	cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) || return 1
+	case $name in
+	munged) [[ $cmdline == *"--socket=$run/munge.socket"* ]] ;;
+	*) [[ $cmdline == *"-f $conf"* ]] ;;
+	esac
+}
+
+# _daemon_pid NAME: print the pid of our running NAME, or fail.
+_daemon_pid() {
+	local f pid
+
+	f=$(_pid_file "$1")
+	[ -r "$f" ] || return 1
+	pid=$(tr -dc '0-9' <"$f")
+	_is_ours "$1" "$pid" || return 1
+	echo "$pid"
+}
+
+_port_free() {
+	! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .
+}
+
+# _install_file SRC DST: replace DST by SRC (by rename) if they differ.
+_install_file() {
+	local src=$1 dst=$2
+
+	if [ -f "$dst" ] && cmp -s "$src" "$dst"; then
+		return 1
+	fi
+	cp "$src" "$dst.tmp.$$"
+	mv -f "$dst.tmp.$$" "$dst"
+	return 0
+}
+
+_node_line() {
+	local hw
+
+	# slurmd -C reports the real topology and memory of this machine.
+	hw=$(slurmd -C 2>/dev/null | head -n 1 | sed 's/^NodeName=[^ ]* //')
+	if [ -z "$hw" ]; then
+		hw="CPUs=$(nproc) RealMemory=$(($(awk '/^MemTotal/ {print $2}' \
+			/proc/meminfo) / 1024))"
+	fi
+	echo "NodeName=localhost NodeAddr=127.0.0.1 $hw Gres=gpu:2 State=UNKNOWN"
+}
+
+# write_config: (re)generate DIR/etc; returns 0 if anything changed.
+write_config() {
+	local tmp changed=1 f
+
+	mkdir -p "$etc" "$run" "$logdir" "$state/ctld" "$state/slurmd"
+	chmod 0755 "$dir" "$etc" "$run" "$state"
+	chmod 0700 "$logdir"
+
+	tmp=$(mktemp "$etc/.slurm.conf.XXXXXX")
+	{
+		cat <<EOF
+# Generated by tests/e2e/cluster.sh for $dir; do not edit.
+ClusterName=asbb-e2e
+SlurmctldHost=localhost
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+AuthInfo=socket=$run/munge.socket
+CredType=cred/munge
+StateSaveLocation=$state/ctld
+SlurmdSpoolDir=$state/slurmd
+SlurmctldPidFile=$(_pid_file slurmctld)
+SlurmdPidFile=$(_pid_file slurmd)
+SlurmctldLogFile=$logdir/slurmctld.log
+SlurmdLogFile=$logdir/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=info
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+GresTypes=gpu
+SchedulerType=sched/backfill
+MailProg=/bin/true
+MpiDefault=none
+ReturnToService=2
+MaxJobCount=100000
+MaxArraySize=100001
+MinJobAge=${ASBB_SLURM_MIN_JOB_AGE:-10}
+KillWait=5
+InactiveLimit=0
+SlurmdTimeout=300
+$(_node_line)
+PartitionName=cpu-aws Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu-aws Nodes=localhost MaxTime=INFINITE State=UP
+PartitionName=local Nodes=localhost MaxTime=INFINITE State=UP
+EOF
+		if [ -n "${ASBB_SLURM_EXTRA_CONF:-}" ]; then
+			[ -r "$ASBB_SLURM_EXTRA_CONF" ] ||
+				die "ASBB_SLURM_EXTRA_CONF=$ASBB_SLURM_EXTRA_CONF not readable"
+			echo "# from $ASBB_SLURM_EXTRA_CONF"
+			cat "$ASBB_SLURM_EXTRA_CONF"
+			echo
+		fi
+		if [ -n "${ASBB_SLURM_EXTRA_LINES:-}" ]; then
+			echo "# from ASBB_SLURM_EXTRA_LINES"
+			printf '%s\n' "$ASBB_SLURM_EXTRA_LINES"
+		fi
+	} >"$tmp"
+	chmod 0644 "$tmp"
+	if _install_file "$tmp" "$conf"; then
+		changed=0
+	fi
+	rm -f "$tmp"
+
+	# Two fake GPUs: Slurm drops file-less GPUs, and wants their files to
+	# be devices, so they are null devices (c 1 3) under DIR/dev. Lets
+	# --gres=gpu:N jobs be submitted and run on a machine without GPUs.
+	mkdir -p "$dir/dev"
+	for f in gpu0 gpu1; do
+		[ -c "$dir/dev/$f" ] || mknod -m 0666 "$dir/dev/$f" c 1 3
+	done
+	tmp=$(mktemp "$etc/.gres.conf.XXXXXX")
+	echo "NodeName=localhost Name=gpu File=$dir/dev/gpu[0-1]" >"$tmp"
+	chmod 0644 "$tmp"
+	if _install_file "$tmp" "$etc/gres.conf"; then
+		changed=0
+	fi
+	rm -f "$tmp"
+
+	for f in ${ASBB_SLURM_ETC_FILES:-}; do
+		[ -r "$f" ] || die "ASBB_SLURM_ETC_FILES: $f not readable"
+		if _install_file "$f" "$etc/$(basename "$f")"; then
+			changed=0
+		fi
+	done
+	return $changed
+}
+
+start_munged() {
+	local pid i
+
+	if pid=$(_daemon_pid munged); then
+		return 0
+	fi
+	if [ ! -s "$etc/munge.key" ]; then
+		mungekey --create --keyfile="$etc/munge.key" --force
+	fi
+	chmod 0600 "$etc/munge.key"
+	rm -f "$run/munge.socket" "$run/munge.socket.lock"
+	munged --socket="$run/munge.socket" \
+		--key-file="$etc/munge.key" \
+		--pid-file="$(_pid_file munged)" \
+		--log-file="$logdir/munged.log" \
+		--seed-file="$state/munge.seed" ||
+		die "munged failed to start; see $logdir/munged.log"
+	for i in $(seq 50); do
+		if _daemon_pid munged >/dev/null && [ -S "$run/munge.socket" ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "munged did not come up; see $logdir/munged.log"
+}
+
+# start_daemon NAME ARGS...: start a Slurm daemon in the foreground mode
+# under setsid and wait for its pid file.
+start_daemon() {
+	local name=$1 port pid i
+	shift
+
+	if _daemon_pid "$name" >/dev/null; then
+		return 0
+	fi
+	port=$ctld_port
+	[ "$name" = slurmd ] && port=$slurmd_port
+	_port_free "$port" ||
+		die "port $port is in use (set ASBB_SLURMCTLD_PORT/ASBB_SLURMD_PORT)"
+	rm -f "$(_pid_file "$name")"
+	# The daemons' working directory is inherited by their scripts.
+	(cd "$state" && exec setsid "$name" -D -f "$conf" "$@" \
+		</dev/null >>"$logdir/$name.out" 2>&1) &
+	for i in $(seq 100); do
+		if pid=$(_daemon_pid "$name"); then
+			log "$name started (pid $pid)"
+			return 0
+		fi
+		sleep 0.1
+	done
+	tail -n 20 "$logdir/$name.log" "$logdir/$name.out" >&2 2>/dev/null || true
+	die "$name did not start; see $logdir/$name.log"
+}
+
+# stop_daemon NAME: SIGTERM our NAME, SIGKILL after the timeout.
+stop_daemon() {
+	local name=$1 pid i
+
+	if ! pid=$(_daemon_pid "$name"); then
+		rm -f "$(_pid_file "$name")"
+		return 0
+	fi
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq $((stop_timeout * 10))); do
+		_is_ours "$name" "$pid" || break
+		sleep 0.1
+	done
+	if _is_ours "$name" "$pid"; then
+		log "$name (pid $pid) ignored SIGTERM for ${stop_timeout}s; SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		sleep 0.2
+	fi
+	rm -f "$(_pid_file "$name")"
+	log "$name stopped (pid $pid)"
+}
+
+# stop_stepds: job step daemons that outlived our slurmd (they carry our
+# SLURM_CONF in their environment).
+stop_stepds() {
+	local p pids=""
+
+	for p in $(pgrep -x slurmstepd || true); do
+		if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null |
+			grep -qxF "SLURM_CONF=$conf"; then
+			pids="$pids $p"
+		fi
+	done
+	[ -n "$pids" ] || return 0
+	log "stopping leftover slurmstepd:$pids"
+	# shellcheck disable=SC2086
+	kill -KILL $pids 2>/dev/null || true
+}
+
+_node_state() {
+	sinfo -h -n localhost -o %T 2>/dev/null | head -n 1
+}
+
+wait_node() {
+	local i st=""
+
+	for i in $(seq $((wait_secs * 2))); do
+		st=$(_node_state)
+		case $st in
+		idle | mixed | allocated | completing)
+			return 0
+			;;
+		inval*)
+			die "node localhost is INVAL: $(sinfo -h -n localhost \
+				-o %E); see $logdir/slurmctld.log"
+			;;
+		down | drained | draining | drain)
+			# Our slurmd answers: return it to service.
+			scontrol update nodename=localhost state=resume \
+				>/dev/null 2>&1 || true
+			;;
+		esac
+		sleep 0.5
+	done
+	die "node localhost not usable after ${wait_secs}s (state '$st'); see $logdir"
+}
+
+smoke() {
+	local cmd=${ASBB_SLURM_SMOKE:-srun --partition=local --time=1 true}
+
+	[ "$cmd" = none ] && return 0
+	# shellcheck disable=SC2086
+	if ! timeout 120 $cmd </dev/null; then
+		die "smoke job '$cmd' failed; see $logdir/slurmctld.log"
+	fi
+	log "smoke job ok ($cmd)"
+}
+
+show_logs() {
+	log "logs: $logdir/{munged,slurmctld,slurmd}.log" \
+		"(daemon stdout/stderr: $logdir/*.out)"
+	log "export SLURM_CONF=$conf"
+}
+
+do_start() {
+	local was_up=0 changed=1
+
+	if [ "${ASBB_SLURM_NO_PROVISION:-0}" != 1 ]; then
+		"$here/provision.sh" --runtime-only >/dev/null
+	fi
+	if _daemon_pid munged >/dev/null && _daemon_pid slurmctld >/dev/null &&
+		_daemon_pid slurmd >/dev/null; then
+		was_up=1
+	fi
+	if write_config; then
+		changed=0
+	fi
+	start_munged
+	if [ $was_up = 1 ] && [ $changed = 0 ]; then
+		log "config changed; scontrol reconfigure" \
+			"(JobCompType changes need restart-ctld)"
+		scontrol reconfigure
+	fi
+	start_daemon slurmctld
+	start_daemon slurmd -N localhost
+	wait_node
+	smoke
+	if [ $was_up = 1 ]; then
+		log "already up; re-checked"
+	else
+		log "up"
+	fi
+	show_logs
+}
+
+do_stop() {
+	stop_daemon slurmd
+	stop_stepds
+	stop_daemon slurmctld
+	stop_daemon munged
+	rm -f "$run/munge.socket" "$run/munge.socket.lock"
+	show_logs
+}
+
+do_status() {
+	local name pid up=0
+
+	for name in munged slurmctld slurmd; do
+		if pid=$(_daemon_pid "$name"); then
+			log "$name running (pid $pid)"
+		else
+			log "$name not running"
+			up=3
+		fi
+	done
+	if [ $up = 0 ]; then
+		log "node localhost: $(_node_state)"
+		sinfo
+	fi
+	show_logs
+	return $up
+}
+
+do_restart_ctld() {
+	_daemon_pid munged >/dev/null || die "not running; use start"
+	write_config || true
+	stop_daemon slurmctld
+	start_daemon slurmctld
+	start_daemon slurmd -N localhost
+	wait_node
+	smoke
+	show_logs
+}
+
+do_reconfigure() {
+	_daemon_pid slurmctld >/dev/null || die "slurmctld not running"
+	write_config || true
+	scontrol reconfigure
+	log "reconfigured"
+}
+
+case $action in
+start) do_start ;;
+stop) do_stop ;;
+status) do_status ;;
+restart-ctld) do_restart_ctld ;;
+reconfigure) do_reconfigure ;;
+*) usage ;;
+esac
