@@ -1,0 +1,122 @@
+package budget
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/shopspring/decimal"
+)
+
+// VerifyProblem is one inconsistency found by Verify.
+type VerifyProblem struct {
+	Account string `json:"account"`
+	Problem string `json:"problem"`
+}
+
+// VerifyReport is the result of Verify.
+type VerifyReport struct {
+	Accounts int             `json:"accounts"`
+	Entries  int64           `json:"ledger_entries"`
+	Holds    int64           `json:"holds"`
+	Problems []VerifyProblem `json:"problems"`
+}
+
+// OK reports whether the ledger is consistent.
+func (r VerifyReport) OK() bool { return len(r.Problems) == 0 }
+
+// Verify proves that every account's totals equal the sums over its ledger,
+// that the last ledger row's running totals match the account, that no hold
+// or held total is negative, and that each account's held total equals what
+// its (and its descendants') active holds still hold. It reads one
+// consistent snapshot (REPEATABLE READ).
+func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
+	var rep VerifyReport
+	tx, err := l.pool.BeginTx(ctx, txRepeatableRead)
+	if err != nil {
+		return rep, dbErr("verify", err)
+	}
+	defer tx.Rollback(ctx) //nolint:errcheck // read-only
+	rows, err := tx.Query(ctx, `
+		WITH sums AS (
+			SELECT account_id, count(*) AS n, sum(d_deposited) AS dd, sum(d_spent) AS ds, sum(d_held) AS dh
+			FROM ledger GROUP BY account_id
+		), last AS (
+			SELECT DISTINCT ON (account_id) account_id, deposited_after, spent_after, held_after
+			FROM ledger ORDER BY account_id, id DESC
+		), active AS (
+			SELECT x AS account_id, sum(h.remaining) AS held
+			FROM holds h JOIN accounts a ON a.id = h.account_id, unnest(a.path) AS x
+			WHERE h.status = 'active' GROUP BY x
+		)
+		SELECT a.slurm_account, a.deposited, a.spent, a.held,
+		       coalesce(s.n, 0), coalesce(s.dd, 0), coalesce(s.ds, 0), coalesce(s.dh, 0),
+		       l.deposited_after, l.spent_after, l.held_after, coalesce(ac.held, 0)
+		FROM accounts a
+		LEFT JOIN sums s ON s.account_id = a.id
+		LEFT JOIN last l ON l.account_id = a.id
+		LEFT JOIN active ac ON ac.account_id = a.id
+		ORDER BY a.slurm_account`)
+	if err != nil {
+		return rep, dbErr("verify totals", err)
+	}
+	for rows.Next() {
+		var name string
+		var dep, spent, held, dd, ds, dh, activeHeld decimal.Decimal
+		var lastDep, lastSpent, lastHeld *decimal.Decimal
+		var n int64
+		if err := rows.Scan(&name, &dep, &spent, &held, &n, &dd, &ds, &dh, &lastDep, &lastSpent, &lastHeld, &activeHeld); err != nil {
+			rows.Close()
+			return rep, dbErr("verify totals", err)
+		}
+		rep.Accounts++
+		rep.Entries += n
+		bad := func(f string, a ...any) {
+			rep.Problems = append(rep.Problems, VerifyProblem{Account: name, Problem: fmt.Sprintf(f, a...)})
+		}
+		if !dep.Equal(dd) {
+			bad("deposited %s != ledger sum %s", dep, dd)
+		}
+		if !spent.Equal(ds) {
+			bad("spent %s != ledger sum %s", spent, ds)
+		}
+		if !held.Equal(dh) {
+			bad("held %s != ledger sum %s", held, dh)
+		}
+		if held.IsNegative() {
+			bad("held %s is negative", held)
+		}
+		if !held.Equal(activeHeld) {
+			bad("held %s != active holds' remaining %s", held, activeHeld)
+		}
+		if lastDep != nil && (!lastDep.Equal(dep) || !lastSpent.Equal(spent) || !lastHeld.Equal(held)) {
+			bad("last ledger row's running totals (%s, %s, %s) differ from the account's (%s, %s, %s)",
+				lastDep, lastSpent, lastHeld, dep, spent, held)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return rep, dbErr("verify totals", err)
+	}
+	var negative int64
+	if err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE remaining < 0 OR remaining > amount) FROM holds`).
+		Scan(&rep.Holds, &negative); err != nil {
+		return rep, dbErr("verify holds", err)
+	}
+	if negative > 0 {
+		rep.Problems = append(rep.Problems, VerifyProblem{Problem: fmt.Sprintf("%d holds have a negative or excessive remaining amount", negative)})
+	}
+	// Partition usage counts, per hold month, what each hold still holds
+	// plus what it has charged.
+	var usageBad int64
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM partition_usage u
+		FULL JOIN (SELECT account_id, partition, month, sum(remaining + charged) AS c
+		           FROM holds GROUP BY account_id, partition, month) h
+		  USING (account_id, partition, month)
+		WHERE coalesce(u.committed, 0) <> coalesce(h.c, 0)`).Scan(&usageBad); err != nil {
+		return rep, dbErr("verify partition usage", err)
+	}
+	if usageBad > 0 {
+		rep.Problems = append(rep.Problems, VerifyProblem{Problem: fmt.Sprintf("%d partition-usage rows differ from their holds", usageBad)})
+	}
+	return rep, nil
+}
