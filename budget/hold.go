@@ -277,7 +277,7 @@ func (l *Ledger) ListHolds(ctx context.Context, f HoldFilter) ([]Hold, error) {
 
 // SettleRequest charges the actual cost of one job, array task or run.
 type SettleRequest struct {
-	HoldID      int64  // 0 = no hold (charge Account directly)
+	HoldID      int64 // 0 = no hold (charge Account directly)
 	Cluster     string
 	Account     string // used only without a hold
 	JobID       string
