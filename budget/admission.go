@@ -197,6 +197,9 @@ func (l *Ledger) enforced(partition string) bool {
 }
 
 func actorOf(job JobRequest) string {
+	if job.Actor != "" {
+		return job.Actor
+	}
 	if job.User != "" {
 		return "slurm:" + job.User
 	}

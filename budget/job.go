@@ -29,6 +29,9 @@ type JobRequest struct {
 	JobID        string `json:"job_id,omitempty"`
 	// IdempotencyKey makes a retried admission (over HTTP) take one hold.
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// Actor overrides who the hold is attributed to in the ledger (the
+	// HTTP service sets "token:<name>"); "" means "slurm:<user>".
+	Actor string `json:"actor,omitempty"`
 }
 
 // UnsetJob returns a request with every numeric field at Slurm's "unset"
