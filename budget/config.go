@@ -124,6 +124,9 @@ type ServiceConfig struct {
 	ASBXInterval    Duration `toml:"asbx_interval"`
 	SpoolInterval   Duration `toml:"spool_interval"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+	// TokenCacheTTL is how long a verified bearer token is trusted without
+	// asking the database again (so a revocation takes effect within it).
+	TokenCacheTTL Duration `toml:"token_cache_ttl"`
 }
 
 type AllocationsConfig struct {
@@ -169,6 +172,7 @@ func DefaultConfig() *Config {
 			ASBXInterval:    Duration{time.Minute},
 			SpoolInterval:   Duration{time.Minute},
 			ShutdownTimeout: Duration{15 * time.Second},
+			TokenCacheTTL:   Duration{5 * time.Second},
 		},
 		Allocations: AllocationsConfig{ProcessInterval: Duration{time.Hour}},
 		Alerts:      AlertsConfig{Interval: Duration{5 * time.Minute}, Thresholds: []int{50, 75, 90, 100}, VariancePercent: 25},
