@@ -2,7 +2,7 @@
 //
 // Each subcommand lives in its own file and registers itself in the
 // commands table; main only dispatches. Exit codes: 0 success, 1 failure,
-// 2 usage error, 3 refused by the budget, 4 not found, 5 database
+// 2 usage error or invalid input, 3 refused by the budget, 4 not found, 5 database
 // unavailable.
 package main
 
@@ -80,6 +80,9 @@ func run(ctx context.Context, args []string) int {
 	switch {
 	case errors.As(err, &ue):
 		fmt.Fprintf(e.stderr, "asbb-admin %s: %s\n", best.name, ue.msg)
+		return 2
+	case errors.Is(err, budget.ErrInvalid):
+		fmt.Fprintf(e.stderr, "asbb-admin %s: %v\n", best.name, err)
 		return 2
 	case errors.As(err, &den):
 		fmt.Fprintln(e.stderr, den.UserMessage())
