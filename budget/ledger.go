@@ -145,6 +145,10 @@ func dbErr(what string, err error) error {
 	return fmt.Errorf("%s: %w", what, err)
 }
 
+// DBErr is dbErr for packages built on the core (the HTTP service's own
+// tables), so every pg error is translated to the sentinels in one place.
+func DBErr(what string, err error) error { return dbErr(what, err) }
+
 func isConnectError(err error) bool {
 	var ce *pgconn.ConnectError
 	return errors.As(err, &ce)
