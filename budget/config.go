@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -407,3 +408,30 @@ func (m *Money) UnmarshalTOML(v any) error {
 }
 
 func (m Money) MarshalText() ([]byte, error) { return []byte(m.Decimal.String()), nil }
+
+// ConfigKeys lists every key of the config file as "name" (the last path
+// element), for the test that proves etc/asbb.toml.example documents each.
+func ConfigKeys() []string {
+	var keys []string
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := f.Tag.Get("toml")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			ft := f.Type
+			if ft.Kind() == reflect.Struct && ft != reflect.TypeOf(Duration{}) && ft != reflect.TypeOf(Money{}) {
+				walk(ft)
+				continue
+			}
+			if ft.Kind() == reflect.Map {
+				continue // per-partition tables are documented as examples
+			}
+			keys = append(keys, tag)
+		}
+	}
+	walk(reflect.TypeOf(Config{}))
+	return keys
+}
