@@ -304,19 +304,29 @@ stop_daemon() {
 	log "$name stopped (pid $pid)"
 }
 
+# _tree PID: PID and all its descendants.
+_tree() {
+	local c
+
+	echo "$1"
+	for c in $(pgrep -P "$1" || true); do
+		_tree "$c"
+	done
+}
+
 # stop_stepds: job step daemons that outlived our slurmd (they carry our
-# SLURM_CONF in their environment).
+# SLURM_CONF in their environment), with the job processes under them.
 stop_stepds() {
 	local p pids=""
 
 	for p in $(pgrep -x slurmstepd || true); do
-		if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null |
+		if tr '\0' '\n' 2>/dev/null <"/proc/$p/environ" |
 			grep -qxF "SLURM_CONF=$conf"; then
-			pids="$pids $p"
+			pids="$pids $(_tree "$p" | tr '\n' ' ')"
 		fi
 	done
-	[ -n "$pids" ] || return 0
-	log "stopping leftover slurmstepd:$pids"
+	[ -n "${pids// /}" ] || return 0
+	log "stopping leftover slurmstepd and job processes:$pids"
 	# shellcheck disable=SC2086
 	kill -KILL $pids 2>/dev/null || true
 }

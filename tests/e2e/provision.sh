@@ -2,8 +2,9 @@
 # provision.sh - install the Debian packages the end-to-end tests need.
 #
 # Idempotent: apt-get runs only when a package is missing, `apt-get update`
-# runs once before the first install, and a temporary policy-rc.d keeps the
-# packaged munge/slurmctld/slurmd services from being started.
+# runs once before the first install (not at all if the caller exported
+# ASBB_APT_UPDATED=1 after running it), and a temporary policy-rc.d keeps
+# the packaged munge/slurmctld/slurmd services from being started.
 #
 # Usage: tests/e2e/provision.sh [--runtime-only]
 #   --runtime-only  skip the build dependencies (libslurm-dev, liblua5.1-0-dev)
@@ -53,7 +54,9 @@ printf '#!/bin/sh\nexit 101\n' >"$policy"
 chmod 755 "$policy"
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -q
+if [ "${ASBB_APT_UPDATED:-0}" != 1 ]; then
+	apt-get update -q
+fi
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing
 echo "provision: done"
