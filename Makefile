@@ -10,7 +10,7 @@ PREFIX   ?= /usr/local
 DESTDIR  ?=
 BINDIR   ?= $(PREFIX)/bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS  ?= -X main.version=$(VERSION)
+LDFLAGS  ?= -X main.Version=$(VERSION)
 
 # go test: the race detector is on because the ledger is concurrent code
 # (TESTFLAGS= turns it off); the timeout is per test binary.
@@ -21,7 +21,7 @@ TEST_TIMEOUT ?= 15m
 # and `make fuzz FUZZTIME=10m` runs longer. One package:FuzzFunc word each,
 # for example:
 #   FUZZ_TARGETS = ./budget:FuzzParseMoney ./budget:FuzzJobPrice
-FUZZ_TARGETS ?=
+FUZZ_TARGETS ?= ./budget:FuzzParseTimeLimit ./budget:FuzzParseAmount
 FUZZTIME     ?= 10s
 
 # bench: which benchmarks, how long, how many repeats (quote medians: these

@@ -56,42 +56,55 @@ type Hold struct {
 	ClosedAt     *time.Time      `json:"closed_at,omitempty"`
 }
 
-// PlaceHold takes a hold in one round trip (the asbb_hold function checks
-// the account chain, partition caps and grant periods under row locks). A
-// refusal is returned as a *Denial.
+// PlaceHold takes a hold in one round trip: the asbb_hold function finds
+// the account by name and checks its chain, partition caps and grant
+// periods under row locks. A refusal is returned as a *Denial.
 func (l *Ledger) PlaceHold(ctx context.Context, r HoldRequest) (HoldResult, error) {
 	if err := CheckAmount(r.Amount); err != nil {
 		return HoldResult{}, fmt.Errorf("hold: %w", err)
 	}
+	if err := ValidateAccountName(r.Account); err != nil {
+		return HoldResult{}, fmt.Errorf("%w: %v", ErrAccountNotFound, err)
+	}
 	if r.Tasks == 0 {
 		r.Tasks = 1
-	}
-	acct, err := l.resolve(ctx, l.pool, r.Cluster, r.Account)
-	if err != nil {
-		return HoldResult{}, err
-	}
-	if acct.Currency != l.cfg.Pricing.Currency {
-		return HoldResult{}, fmt.Errorf("%w: currency mismatch: account %s is in %s, prices are in %s",
-			ErrInvalid, acct.SlurmAccount, acct.Currency, l.cfg.Pricing.Currency)
 	}
 	pricing, _ := json.Marshal(r.Pricing)
 	request, _ := json.Marshal(r.Request)
 	var (
-		outcome string
-		holdID  *int64
-		refusal []byte
+		outcome                  string
+		holdID                   *int64
+		refusal                  []byte
+		accountID                *int64
+		currency                 *string
+		dep, spent, held, credit *decimal.Decimal
 	)
-	err = l.pool.QueryRow(ctx, `SELECT outcome, hold_id, refusal FROM asbb_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-		acct.ID, r.Amount, int32(r.Tasks), l.cluster(r.Cluster), r.Partition, r.User, l.month(l.now()),
-		r.RateVersion, pricing, request, nullable(r.IdempotencyKey), r.Actor).Scan(&outcome, &holdID, &refusal)
+	cluster := l.cluster(r.Cluster)
+	err := l.pool.QueryRow(ctx, `SELECT outcome, hold_id, refusal, account_id, currency, deposited, spent, held, credit_limit
+		FROM asbb_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		r.Account, cluster, l.cfg.Pricing.Currency, r.Amount, int32(r.Tasks), r.Partition, r.User, l.month(l.now()),
+		r.RateVersion, pricing, request, nullable(r.IdempotencyKey), r.Actor).
+		Scan(&outcome, &holdID, &refusal, &accountID, &currency, &dep, &spent, &held, &credit)
 	if err != nil {
 		return HoldResult{}, dbErr("hold on "+r.Account, err)
+	}
+	var acct Account
+	if accountID != nil {
+		acct = Account{ID: *accountID, SlurmAccount: r.Account, Cluster: cluster, Currency: *currency,
+			Deposited: *dep, Spent: *spent, Held: *held, CreditLimit: *credit}
+		acct.Available = acct.Deposited.Sub(acct.Spent).Sub(acct.Held).Add(acct.CreditLimit)
 	}
 	switch outcome {
 	case "held", "duplicate":
 		return HoldResult{HoldID: *holdID, Duplicate: outcome == "duplicate", Account: acct}, nil
 	case "refused":
+		if accountID == nil {
+			return HoldResult{}, fmt.Errorf("%w: %s", ErrAccountNotFound, r.Account)
+		}
 		return HoldResult{Account: acct}, denialFrom(refusal, acct)
+	case "currency_mismatch":
+		return HoldResult{}, fmt.Errorf("%w: currency mismatch: account %s is in %s, prices are in %s",
+			ErrInvalid, r.Account, acct.Currency, l.cfg.Pricing.Currency)
 	}
 	return HoldResult{}, fmt.Errorf("hold on %s: unexpected outcome %q", r.Account, outcome)
 }

@@ -681,7 +681,7 @@ func TestLedgerIsAppendOnly(t *testing.T) {
 	ctx := context.Background()
 	l := newLedger(t, "")
 	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "acct", Budget: dec("10")})
-	for _, q := range []string{`UPDATE ledger SET amount = 0`, `DELETE FROM ledger`, `TRUNCATE ledger`} {
+	for _, q := range []string{`UPDATE ledger SET amount = 0`, `DELETE FROM ledger`, `TRUNCATE ledger CASCADE`} {
 		if _, err := l.Pool().Exec(ctx, q); err == nil || !strings.Contains(err.Error(), "append-only") {
 			t.Errorf("%s: %v", q, err)
 		}

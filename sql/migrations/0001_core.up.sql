@@ -388,43 +388,59 @@ LANGUAGE sql AS $$
 $$;
 
 -- Takes a hold of p_amount (tasks x per-task estimate) on an account, or
--- refuses with details. Idempotent on p_key.
+-- refuses with details. Idempotent on p_key. The account is named, not
+-- numbered, so the submit path needs no lookup round trip first; the reply
+-- carries the account's totals as they were before the hold.
 CREATE FUNCTION asbb_hold(
-    p_account bigint, p_amount numeric, p_tasks integer, p_cluster text, p_partition text, p_user text,
-    p_month date, p_rate_version text, p_pricing jsonb, p_request jsonb, p_key text, p_actor text
-) RETURNS TABLE (outcome text, hold_id bigint, refusal jsonb) LANGUAGE plpgsql AS $$
+    p_account_name text, p_cluster text, p_currency text, p_amount numeric, p_tasks integer, p_partition text,
+    p_user text, p_month date, p_rate_version text, p_pricing jsonb, p_request jsonb, p_key text, p_actor text
+) RETURNS TABLE (outcome text, hold_id bigint, refusal jsonb, account_id bigint, currency text,
+                 deposited numeric, spent numeric, held numeric, credit_limit numeric) LANGUAGE plpgsql AS $$
 DECLARE
+    a accounts%ROWTYPE;
     v_path bigint[];
     v_refusal jsonb;
     v_hold bigint;
     v_now timestamptz := now();
 BEGIN
+    SELECT * INTO a FROM accounts x WHERE x.slurm_account = p_account_name AND x.cluster IN (p_cluster, '*')
+     ORDER BY x.cluster = '*' LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'refused'::text, NULL::bigint, jsonb_build_object('code', 'account_not_found', 'account', p_account_name),
+                            NULL::bigint, NULL::text, NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric;
+        RETURN;
+    END IF;
+    IF a.currency <> p_currency THEN
+        RETURN QUERY SELECT 'currency_mismatch'::text, NULL::bigint, NULL::jsonb, a.id, a.currency::text,
+                            a.deposited, a.spent, a.held, a.credit_limit;
+        RETURN;
+    END IF;
     IF p_key IS NOT NULL THEN
         SELECT id INTO v_hold FROM holds WHERE idempotency_key = p_key;
         IF FOUND THEN
-            RETURN QUERY SELECT 'duplicate'::text, v_hold, NULL::jsonb;
+            RETURN QUERY SELECT 'duplicate'::text, v_hold, NULL::jsonb, a.id, a.currency::text,
+                                a.deposited, a.spent, a.held, a.credit_limit;
             RETURN;
         END IF;
     END IF;
-    v_path := asbb_lock_chain(p_account);
-    IF v_path IS NULL THEN
-        RETURN QUERY SELECT 'refused'::text, NULL::bigint, jsonb_build_object('code', 'account_not_found');
-        RETURN;
+    v_path := asbb_lock_chain(a.id);
+    SELECT * INTO a FROM accounts WHERE id = a.id;
+    v_refusal := asbb_check_funds(v_path, a.id, p_amount, p_amount / p_tasks, p_partition, p_month, v_now);
+    IF v_refusal IS NULL THEN
+        INSERT INTO holds (account_id, cluster, partition, user_name, tasks, amount, remaining, month,
+                           rate_version, pricing, request, actor, idempotency_key)
+        VALUES (a.id, p_cluster, p_partition, p_user, p_tasks, p_amount, p_amount, p_month,
+                p_rate_version, p_pricing, p_request, p_actor, p_key)
+        RETURNING id INTO v_hold;
+        PERFORM asbb_post_chain(a.id, 'hold', p_amount, 0, 0, p_amount, v_hold, NULL,
+                                p_cluster, NULL, NULL, p_partition, p_user, p_actor, NULL, p_key);
+        PERFORM asbb_usage_add(a.id, p_partition, p_month, p_amount);
     END IF;
-    v_refusal := asbb_check_funds(v_path, p_account, p_amount, p_amount / p_tasks, p_partition, p_month, v_now);
-    IF v_refusal IS NOT NULL THEN
-        RETURN QUERY SELECT 'refused'::text, NULL::bigint, v_refusal;
-        RETURN;
-    END IF;
-    INSERT INTO holds (account_id, cluster, partition, user_name, tasks, amount, remaining, month,
-                       rate_version, pricing, request, actor, idempotency_key)
-    VALUES (p_account, p_cluster, p_partition, p_user, p_tasks, p_amount, p_amount, p_month,
-            p_rate_version, p_pricing, p_request, p_actor, p_key)
-    RETURNING id INTO v_hold;
-    PERFORM asbb_post_chain(p_account, 'hold', p_amount, 0, 0, p_amount, v_hold, NULL,
-                            p_cluster, NULL, NULL, p_partition, p_user, p_actor, NULL, p_key);
-    PERFORM asbb_usage_add(p_account, p_partition, p_month, p_amount);
-    RETURN QUERY SELECT 'held'::text, v_hold, NULL::jsonb;
+    -- Totals before this hold (events due at the check are included).
+    SELECT * INTO a FROM accounts WHERE id = a.id;
+    RETURN QUERY SELECT CASE WHEN v_refusal IS NULL THEN 'held' ELSE 'refused' END, v_hold, v_refusal, a.id,
+                        a.currency::text, a.deposited, a.spent,
+                        a.held - CASE WHEN v_refusal IS NULL THEN p_amount ELSE 0 END, a.credit_limit;
 END $$;
 
 -- Re-prices an active hold to a new total. An increase is checked like a new
