@@ -106,6 +106,15 @@ type RecoveryConfig struct {
 type SlurmConfig struct {
 	BinDir string `toml:"bin_dir"`
 	Conf   string `toml:"conf"`
+	// Timeout bounds every squeue/scontrol run (recovery, binder, epilog).
+	Timeout Duration `toml:"timeout"`
+	// BindInterval is how often libasbb.so's binder (inside slurmctld)
+	// binds new holds to their job ids; 0 disables it.
+	BindInterval Duration `toml:"bind_interval"`
+	// BindWindow is how far back the binder looks for unbound holds.
+	BindWindow Duration `toml:"bind_window"`
+	// SettleTimeout bounds asbb_settle (jobcomp/lua inside slurmctld).
+	SettleTimeout Duration `toml:"settle_timeout"`
 }
 
 type EpilogConfig struct {
@@ -164,7 +173,8 @@ func DefaultConfig() *Config {
 			Interval:              Duration{5 * time.Minute},
 			MinHoldAge:            Duration{2 * time.Minute},
 		},
-		Slurm:  SlurmConfig{BinDir: "/usr/bin"},
+		Slurm: SlurmConfig{BinDir: "/usr/bin", Timeout: Duration{10 * time.Second}, BindInterval: Duration{2 * time.Second},
+			BindWindow: Duration{10 * time.Minute}, SettleTimeout: Duration{5 * time.Second}},
 		Epilog: EpilogConfig{SpoolDir: "/var/spool/asbb/settle", Timeout: Duration{10 * time.Second}},
 		Service: ServiceConfig{
 			ListenAddr:      "127.0.0.1:8080",
@@ -295,6 +305,15 @@ func (c *Config) Validate() error {
 		if err := r.validate("pricing.partitions." + name); err != nil {
 			return err
 		}
+	}
+	if c.Slurm.Timeout.Duration <= 0 || c.Slurm.Timeout.Duration > 5*time.Minute {
+		return fmt.Errorf("slurm.timeout: %s is outside (0, 5m]", c.Slurm.Timeout)
+	}
+	if c.Slurm.SettleTimeout.Duration <= 0 || c.Slurm.SettleTimeout.Duration > time.Minute {
+		return fmt.Errorf("slurm.settle_timeout: %s is outside (0, 1m]", c.Slurm.SettleTimeout)
+	}
+	if b := c.Slurm.BindInterval.Duration; b != 0 && b < 100*time.Millisecond {
+		return fmt.Errorf("slurm.bind_interval: %s is shorter than 100ms (0 disables the binder)", b)
 	}
 	if c.Recovery.ReconciliationTimeout.Duration < time.Minute {
 		return fmt.Errorf("recovery.reconciliation_timeout: %s is shorter than a minute", c.Recovery.ReconciliationTimeout)
