@@ -8,8 +8,10 @@
 #                slurmctld and slurmd, wait for the node and run a smoke job.
 #                When the cluster is already up it only re-checks it (and
 #                runs `scontrol reconfigure` if the generated config changed).
-#   stop         stop the daemons this script started (and their leftover
-#                slurmstepd processes): SIGTERM, then SIGKILL after a timeout.
+#   stop         cancel running jobs, then stop the daemons this script
+#                started (and leftover slurmstepd processes with their jobs):
+#                SIGTERM, then SIGKILL after a timeout. Pending jobs stay in
+#                the saved state.
 #   status       show the daemons, the node and the log files; exit 3 if the
 #                cluster is not fully up.
 #   restart-ctld rewrite the config and restart slurmctld only (needed when
@@ -407,7 +409,25 @@ do_start() {
 	show_logs
 }
 
+# cancel_running: running jobs cannot outlive slurmd, and a job left
+# RUNNING in the saved state keeps the node allocated after the next start
+# (until SlurmdTimeout). Cancel them while slurmctld can still log their end.
+cancel_running() {
+	local i
+
+	_daemon_pid slurmctld >/dev/null || return 0
+	[ -n "$(squeue -h -t RUNNING,COMPLETING -o %i 2>/dev/null)" ] || return 0
+	log "cancelling running jobs"
+	scancel --state=RUNNING 2>/dev/null || true
+	for i in $(seq 30); do
+		[ -n "$(squeue -h -t RUNNING,COMPLETING -o %i 2>/dev/null)" ] ||
+			return 0
+		sleep 0.5
+	done
+}
+
 do_stop() {
+	cancel_running
 	stop_daemon slurmd
 	stop_stepds
 	stop_daemon slurmctld
