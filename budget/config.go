@@ -149,6 +149,14 @@ type AlertsConfig struct {
 	Thresholds      []int    `toml:"thresholds"`
 	VariancePercent int      `toml:"variance_percent"`
 	WebhookURL      string   `toml:"webhook_url"`
+	// Window is the burn-rate window alerts and health scores use ("30d").
+	Window string `toml:"window"`
+	// Rules lists the alert rules evaluated (all of AlertRules by default).
+	Rules []string `toml:"rules"`
+	// OverrunLookback is how long an overrun charge keeps its alert open.
+	OverrunLookback Duration `toml:"overrun_lookback"`
+	// WebhookTimeout bounds one webhook delivery, retries included.
+	WebhookTimeout Duration `toml:"webhook_timeout"`
 }
 
 // DefaultConfig is the configuration with nothing set.
@@ -186,7 +194,8 @@ func DefaultConfig() *Config {
 			TokenCacheTTL:   Duration{5 * time.Second},
 		},
 		Allocations: AllocationsConfig{ProcessInterval: Duration{time.Hour}},
-		Alerts:      AlertsConfig{Interval: Duration{5 * time.Minute}, Thresholds: []int{50, 75, 90, 100}, VariancePercent: 25},
+		Alerts: AlertsConfig{Interval: Duration{5 * time.Minute}, Thresholds: []int{50, 75, 90, 100}, VariancePercent: 25,
+			Window: "30d", OverrunLookback: Duration{7 * 24 * time.Hour}, WebhookTimeout: Duration{10 * time.Second}},
 	}
 }
 
@@ -314,6 +323,9 @@ func (c *Config) Validate() error {
 	}
 	if b := c.Slurm.BindInterval.Duration; b != 0 && b < 100*time.Millisecond {
 		return fmt.Errorf("slurm.bind_interval: %s is shorter than 100ms (0 disables the binder)", b)
+	}
+	if err := c.Alerts.validate(); err != nil {
+		return err
 	}
 	if c.Recovery.ReconciliationTimeout.Duration < time.Minute {
 		return fmt.Errorf("recovery.reconciliation_timeout: %s is shorter than a minute", c.Recovery.ReconciliationTimeout)
