@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +49,8 @@ extern void slurm_error(const char *format, ...)
 
 /* Shown when the library gives no message of its own. */
 #define ASBB_DEFAULT_REFUSAL "asbb: the job was refused by the budget check"
+#define ASBB_NOT_CONFIGURED \
+	"asbb: the budget check is not available; the job was not submitted"
 
 const char plugin_name[] = "ASBB budget enforcement";
 const char plugin_type[] = "job_submit/asbb";
@@ -188,10 +191,14 @@ static int _check(job_desc_msg_t *job_desc, int modify, uint32_t uid,
 
 	_job_from_desc(job_desc, _user_name(job_desc->user_id, &pw, pw_buf,
 					    sizeof(pw_buf)), &job);
+	memset(&out, 0, sizeof(out));
 
 	for (attempt = 0; attempt < 2; attempt++) {
 		if (!_initialised() &&
 		    (_init_library(msg, sizeof(msg)) != ASBB_OK)) {
+			/* Logged by _init_library; not the user's business. */
+			snprintf(msg, sizeof(msg), "%s",
+				 ASBB_NOT_CONFIGURED);
 			rc = ASBB_ERR_NOT_INIT;
 			break;
 		}

@@ -163,6 +163,14 @@ function slurm_job_submit(job_desc, part_list, submit_uid)
 
 	local rc, kind, msg, comment = decide(asbb.admit,
 		request_from_desc(job_desc))
+	if rc == asbb.ERR_NOT_INIT or rc == asbb.ERR_CONFIG then
+		-- msg is for the administrator.
+		slurm.log_error("asbb: job_submit: library not initialised " ..
+			"(rc=%d): %s", rc, tostring(msg))
+		slurm.log_user("asbb: the budget check is not available; " ..
+			"the job was not submitted")
+		return ASBB.refuse_rc
+	end
 	if rc ~= asbb.OK then
 		-- REFUSED, or an error the library's on_db_error policy
 		-- turned into a refusal.
