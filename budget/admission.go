@@ -215,7 +215,19 @@ func userError(err error) string {
 	return s
 }
 
-// Modify re-prices a pending job whose request changed (job_modify). The
+// baseJobID is the job id a hold binds to: an array task "10_2" settles
+// under its array's id "10".
+func baseJobID(id string) string {
+	if i := strings.IndexByte(id, '_'); i >= 0 {
+		return id[:i]
+	}
+	return id
+}
+
+// Modify re-prices a pending job whose request changed (job_modify).
+// Decision.AdminComment is always empty: Slurm 22.05 refuses the whole
+// update when a job_modify plugin sets admin_comment for a non-admin, so
+// the hold keeps its id and a moved job is found through the old hold. The
 // request carries the changed fields; unset fields keep the values stored
 // on the job's hold. An increase is checked and held atomically; a decrease
 // is released. A move to another account or partition moves the hold.
@@ -234,8 +246,16 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 	switch {
 	case errors.Is(err, ErrHoldNotFound):
 		// No hold yet (the job was free, or accepted during an outage):
-		// price the request as a new admission.
-		return l.Admit(ctx, req)
+		// price the request as a new admission, bound to the job by id
+		// because job_modify cannot set its admin_comment.
+		d, err := l.Admit(ctx, req)
+		if err == nil && d.Kind == KindHeld && req.JobID != "" {
+			if berr := l.BindHold(ctx, d.HoldID, baseJobID(req.JobID)); berr != nil {
+				l.log.Warn("could not bind hold to job", "hold_id", d.HoldID, "job_id", req.JobID, "error", berr)
+			}
+		}
+		d.AdminComment = ""
+		return d, err
 	case errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded):
 		return l.outage(req, Estimate{}, err)
 	case err != nil:
@@ -246,8 +266,8 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 		return Decision{Kind: KindRefused, Message: "asbb: cannot read the job's hold"}, fmt.Errorf("decode hold %d request: %w", h.ID, err)
 	}
 	merged := mergeJob(base, req)
-	if req.JobID != "" && h.JobID == nil && h.Tasks == 1 {
-		if err := l.BindHold(ctx, h.ID, req.JobID); err != nil {
+	if req.JobID != "" && h.JobID == nil {
+		if err := l.BindHold(ctx, h.ID, baseJobID(req.JobID)); err != nil {
 			l.log.Warn("could not bind hold to job", "hold_id", h.ID, "job_id", req.JobID, "error", err)
 		}
 	}
@@ -280,9 +300,11 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 		if err != nil || d.Kind != KindHeld {
 			return d, err
 		}
-		if _, err := l.ReleaseHold(ctx, h.ID, actorOf(merged), "job moved to account "+merged.Account+" partition "+merged.Partition); err != nil {
+		reason := "job moved to account " + merged.Account + " partition " + merged.Partition
+		if err := l.replaceHold(ctx, h.ID, d.HoldID, baseJobID(req.JobID), actorOf(merged), reason); err != nil {
 			l.log.Error("release of replaced hold failed; recovery will release it", "hold_id", h.ID, "error", err)
 		}
+		d.AdminComment = "" // the job keeps naming the old hold, which links here
 		return d, nil
 	}
 	err = l.AdjustHold(ctx, h.ID, est.Total, est.Resources.Tasks, est, merged, actorOf(merged), "job modified")
@@ -291,8 +313,8 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 	case err == nil:
 		stats.Held.Add(1)
 		return Decision{Kind: KindHeld, HoldID: h.ID, Amount: est.Total, Estimate: &est, Account: merged.Account,
-			Partition: merged.Partition, AdminComment: commentWithHold(req.AdminComment, h.ID),
-			Message: fmt.Sprintf("asbb: hold re-priced to %s (%s)", FormatMoney(est.Total, est.Currency), est.Explanation)}, nil
+			Partition: merged.Partition,
+			Message:   fmt.Sprintf("asbb: hold re-priced to %s (%s)", FormatMoney(est.Total, est.Currency), est.Explanation)}, nil
 	case errors.As(err, &adjDen):
 		adjDen.Detail = est.Explanation
 		// The user needs the full worst case, not the increase alone.

@@ -52,6 +52,7 @@ type Hold struct {
 	Pricing      json.RawMessage `json:"pricing,omitempty"`
 	Request      json.RawMessage `json:"request,omitempty"`
 	CloseReason  *string         `json:"close_reason,omitempty"`
+	ReplacedBy   *int64          `json:"replaced_by,omitempty"`
 	CreatedAt    time.Time       `json:"created_at"`
 	ClosedAt     *time.Time      `json:"closed_at,omitempty"`
 }
@@ -208,13 +209,13 @@ func (l *Ledger) ReleaseHold(ctx context.Context, holdID int64, actor, reason st
 
 const holdCols = `h.id, h.account_id, a.slurm_account, h.cluster, h.partition, h.user_name, h.job_id, h.tasks, h.amount,
 	h.remaining, h.charged, h.settled_tasks, h.status, h.rate_version, h.pricing, h.request, h.close_reason,
-	h.created_at, h.closed_at`
+	h.replaced_by, h.created_at, h.closed_at`
 
 func scanHold(row pgx.Row) (Hold, error) {
 	var h Hold
 	err := row.Scan(&h.ID, &h.AccountID, &h.Account, &h.Cluster, &h.Partition, &h.User, &h.JobID, &h.Tasks, &h.Amount,
 		&h.Remaining, &h.Charged, &h.SettledTasks, &h.Status, &h.RateVersion, &h.Pricing, &h.Request, &h.CloseReason,
-		&h.CreatedAt, &h.ClosedAt)
+		&h.ReplacedBy, &h.CreatedAt, &h.ClosedAt)
 	return h, err
 }
 
@@ -235,6 +236,26 @@ func (l *Ledger) HoldForJob(ctx context.Context, cluster, jobID string) (Hold, e
 		return h, fmt.Errorf("%w: no hold is bound to job %s", ErrHoldNotFound, jobID)
 	}
 	return h, dbErr("find hold of job", err)
+}
+
+// replaceHold releases a hold that a job no longer uses and links it to the
+// hold that took its place, moving the job binding with it, in one
+// transaction.
+func (l *Ledger) replaceHold(ctx context.Context, old, repl int64, jobID, actor, reason string) error {
+	return l.InTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT asbb_release($1, $2, $3)`, old, actor, reason); err != nil {
+			return dbErr("release replaced hold", err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE holds SET replaced_by = $2, job_id = NULL, updated_at = now() WHERE id = $1`, old, repl); err != nil {
+			return dbErr("link replaced hold", err)
+		}
+		if jobID != "" {
+			if _, err := tx.Exec(ctx, `UPDATE holds SET job_id = $2 WHERE id = $1 AND job_id IS NULL`, repl, jobID); err != nil {
+				return dbErr("bind replacement hold", err)
+			}
+		}
+		return nil
+	})
 }
 
 // BindHold records the Slurm job id of a hold taken before Slurm assigned

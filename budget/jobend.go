@@ -127,11 +127,22 @@ func (l *Ledger) SettleJob(ctx context.Context, e JobEnd) (Settlement, error) {
 	return l.Settle(ctx, req)
 }
 
+// holdOf finds the hold a finished job settles against: the one its
+// admin_comment names (following the links job_modify left when it moved
+// the job), else the one bound to its id.
 func (l *Ledger) holdOf(ctx context.Context, e JobEnd, jobID string) (Hold, error) {
-	if id, ok := HoldIDFromComment(e.AdminComment); ok {
-		return l.GetHold(ctx, id)
+	id, ok := HoldIDFromComment(e.AdminComment)
+	if !ok {
+		return l.HoldForJob(ctx, e.Cluster, jobID)
 	}
-	return l.HoldForJob(ctx, e.Cluster, jobID)
+	for hops := 0; hops < 16; hops++ {
+		h, err := l.GetHold(ctx, id)
+		if err != nil || h.ReplacedBy == nil {
+			return h, err
+		}
+		id = *h.ReplacedBy
+	}
+	return Hold{}, fmt.Errorf("%w: hold %d: too many replacements", ErrConflict, id)
 }
 
 // actualResources reads what the job really had from its record, falling
@@ -153,10 +164,15 @@ func actualResources(e JobEnd, est Resources) Resources {
 		if v, ok := t["cpu"]; ok && v > 0 {
 			r.CPUs = uint32(v)
 		}
+		// Without slurmdbd, Slurm's allocated TRES carry no gres/gpu and
+		// (under CR_Core) no mem: keep what the hold priced unless the
+		// record says otherwise.
 		if v, ok := t["mem"]; ok {
 			r.MemMB = v
 		}
-		r.GPUs = uint32(t["gres/gpu"])
+		if v, ok := t["gres/gpu"]; ok {
+			r.GPUs = uint32(v)
+		}
 	}
 	return r
 }

@@ -458,7 +458,7 @@ func TestModifyMovesTheHoldToAnotherAccount(t *testing.T) {
 	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "a2", Budget: dec("30")})
 	d, _ := l.Admit(ctx, job("a1", 1, 60))
 	ch := budget.UnsetJob()
-	ch.Account, ch.AdminComment = "a2", d.AdminComment
+	ch.Account, ch.AdminComment, ch.JobID = "a2", d.AdminComment, "4"
 	m, err := l.Modify(ctx, ch)
 	if err != nil || m.Kind != budget.KindHeld || m.HoldID == d.HoldID {
 		t.Fatalf("move: %+v %v", m, err)
@@ -468,6 +468,20 @@ func TestModifyMovesTheHoldToAnotherAccount(t *testing.T) {
 	}
 	if a := account(t, l, "a2"); !a.Held.Equal(dec("6")) {
 		t.Fatalf("new account holds %s", a.Held)
+	}
+	if m.AdminComment != "" {
+		t.Fatalf("modify must not change admin_comment (Slurm refuses it for users): %q", m.AdminComment)
+	}
+	// The job still names the old hold; settlement follows the link and
+	// charges the new account.
+	if _, err := l.SettleJob(ctx, budget.JobEnd{JobID: 4, AdminComment: d.AdminComment, StartTime: 1, EndTime: 3601, Nodes: 1, State: budget.JobComplete}); err != nil {
+		t.Fatal(err)
+	}
+	if a := account(t, l, "a2"); !a.Spent.Equal(dec("5")) || !a.Held.IsZero() {
+		t.Fatalf("new account spent %s held %s", a.Spent, a.Held)
+	}
+	if a := account(t, l, "a1"); !a.Spent.IsZero() {
+		t.Fatalf("old account was charged %s", a.Spent)
 	}
 	mustVerify(t, l)
 }

@@ -7,10 +7,12 @@ DROP FUNCTION IF EXISTS asbb_settle(bigint, bigint, text, text, integer, bigint,
 DROP FUNCTION IF EXISTS asbb_adjust_hold(bigint, numeric, integer, jsonb, jsonb, text, text);
 DROP FUNCTION IF EXISTS asbb_hold(text, text, text, numeric, integer, text, text, date, text, jsonb, jsonb, text, text);
 DROP FUNCTION IF EXISTS asbb_usage_add(bigint, text, date, numeric);
-DROP FUNCTION IF EXISTS asbb_check_funds(bigint[], bigint, numeric, numeric, text, date, timestamptz);
+DROP FUNCTION IF EXISTS asbb_lock_leaf(bigint, timestamptz);
+DROP FUNCTION IF EXISTS asbb_check_funds(accounts, numeric, numeric, text, date, timestamptz);
+DROP FUNCTION IF EXISTS asbb_check_account(accounts, boolean, numeric, numeric, timestamptz);
 DROP FUNCTION IF EXISTS asbb_process_events(bigint, timestamptz);
 DROP FUNCTION IF EXISTS asbb_lock_chain(bigint);
-DROP FUNCTION IF EXISTS asbb_post_chain(bigint, text, numeric, numeric, numeric, numeric, bigint, bigint, text, text, integer, text, text, text, text, text);
+DROP FUNCTION IF EXISTS asbb_post_chain(bigint[], text, numeric, numeric, numeric, numeric, bigint, bigint, text, text, integer, text, text, text, text, text);
 DROP FUNCTION IF EXISTS asbb_post(bigint, text, numeric, numeric, numeric, numeric, bigint, bigint, bigint, bigint, text, text, integer, text, text, text, text, text);
 DROP FUNCTION IF EXISTS asbb_post_hook(ledger);
 DROP FUNCTION IF EXISTS asbb_hold_check_hook(bigint, numeric);

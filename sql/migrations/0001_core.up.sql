@@ -117,6 +117,11 @@ CREATE TABLE holds (
     actor           text NOT NULL DEFAULT '',
     idempotency_key text UNIQUE,
     close_reason    text,
+    -- Set when job_modify moved the job to another account or partition:
+    -- the job's admin_comment still names this hold (Slurm forbids a
+    -- plugin to change it for non-admins in job_modify), so settlement
+    -- follows this link.
+    replaced_by     bigint REFERENCES holds(id),
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     closed_at       timestamptz
@@ -232,30 +237,27 @@ BEGIN
 END $$;
 
 -- Posts the same movement on an account and every ancestor (their rows carry
--- origin_account_id). Caller holds the locks on the whole chain.
+-- origin_account_id). p_path is the account's path (root first); the caller
+-- holds the locks on the whole chain.
 CREATE FUNCTION asbb_post_chain(
-    p_account bigint, p_type text, p_amount numeric,
+    p_path bigint[], p_type text, p_amount numeric,
     p_dd numeric, p_ds numeric, p_dh numeric,
     p_hold bigint, p_charge bigint,
     p_cluster text, p_job text, p_task integer, p_partition text, p_user text,
     p_actor text, p_reason text, p_key text
 ) RETURNS ledger LANGUAGE plpgsql AS $$
 DECLARE
-    v_path bigint[];
+    leaf bigint := p_path[array_length(p_path, 1)];
     anc bigint;
-    r ledger;
 BEGIN
-    SELECT path INTO v_path FROM accounts WHERE id = p_account;
-    FOREACH anc IN ARRAY v_path LOOP
-        IF anc = p_account THEN
-            r := asbb_post(p_account, p_type, p_amount, p_dd, p_ds, p_dh, p_hold, p_charge, NULL, NULL,
-                           p_cluster, p_job, p_task, p_partition, p_user, p_actor, p_reason, p_key);
-        ELSE
-            PERFORM asbb_post(anc, p_type, p_amount, 0, p_ds, p_dh, p_hold, p_charge, NULL, p_account,
+    IF array_length(p_path, 1) > 1 THEN
+        FOREACH anc IN ARRAY p_path[1:array_length(p_path, 1) - 1] LOOP
+            PERFORM asbb_post(anc, p_type, p_amount, 0, p_ds, p_dh, p_hold, p_charge, NULL, leaf,
                               p_cluster, p_job, p_task, p_partition, p_user, p_actor, p_reason, p_key);
-        END IF;
-    END LOOP;
-    RETURN r;
+        END LOOP;
+    END IF;
+    RETURN asbb_post(leaf, p_type, p_amount, p_dd, p_ds, p_dh, p_hold, p_charge, NULL, NULL,
+                     p_cluster, p_job, p_task, p_partition, p_user, p_actor, p_reason, p_key);
 END $$;
 
 -- Locks an account and its ancestors root first (a fixed order, so two
@@ -320,44 +322,59 @@ BEGIN
      WHERE id = p_account;
 END $$;
 
--- Refusal details shared by hold and adjust: checks every account on the
--- locked chain (status, dates, funds) and the leaf's limits. Returns NULL
--- when p_amount (the increase) fits, else a jsonb refusal.
-CREATE FUNCTION asbb_check_funds(p_path bigint[], p_leaf bigint, p_amount numeric, p_per_task numeric,
+-- The checks of one account on a chain: status, dates, funds, and for the
+-- leaf its per-job maximum. NULL = fits.
+CREATE FUNCTION asbb_check_account(a accounts, p_leaf boolean, p_amount numeric, p_per_task numeric,
+                                   p_now timestamptz) RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    avail numeric := a.deposited - a.spent - a.held + a.credit_limit;
+BEGIN
+    IF a.status <> 'active' THEN
+        RETURN jsonb_build_object('code', 'account_inactive', 'account', a.slurm_account, 'status', a.status);
+    ELSIF a.starts_at IS NOT NULL AND p_now < a.starts_at THEN
+        RETURN jsonb_build_object('code', 'account_not_started', 'account', a.slurm_account, 'starts_at', a.starts_at);
+    ELSIF a.ends_at IS NOT NULL AND p_now >= a.ends_at THEN
+        RETURN jsonb_build_object('code', 'account_expired', 'account', a.slurm_account, 'ends_at', a.ends_at);
+    ELSIF avail < p_amount THEN
+        RETURN jsonb_build_object('code', CASE WHEN p_leaf THEN 'insufficient_funds' ELSE 'ancestor_insufficient_funds' END,
+                                  'account', a.slurm_account, 'available', avail, 'amount', p_amount);
+    ELSIF p_leaf AND a.max_job_cost IS NOT NULL AND p_per_task > a.max_job_cost THEN
+        RETURN jsonb_build_object('code', 'max_job_cost', 'account', a.slurm_account,
+                                  'max_job_cost', a.max_job_cost, 'amount', p_per_task);
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- Checks a hold (or a hold increase) of p_amount against the locked chain:
+-- every account (root first), the leaf's partition caps, then the
+-- extension hook (grant periods). p_leaf is the leaf's row as read under
+-- its lock, with due allocation events already processed. NULL = fits.
+CREATE FUNCTION asbb_check_funds(p_leaf accounts, p_amount numeric, p_per_task numeric,
                                  p_partition text, p_month date, p_now timestamptz) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     a accounts%ROWTYPE;
     lim partition_limits%ROWTYPE;
     used numeric;
-    avail numeric;
-    hook jsonb;
+    r jsonb;
 BEGIN
-    FOR a IN SELECT * FROM accounts WHERE id = ANY (p_path) ORDER BY depth LOOP
-        IF a.next_event IS NOT NULL AND a.next_event <= p_now THEN
-            PERFORM asbb_process_events(a.id, p_now);
-            SELECT * INTO a FROM accounts WHERE id = a.id;
-        END IF;
-        IF a.status <> 'active' THEN
-            RETURN jsonb_build_object('code', 'account_inactive', 'account', a.slurm_account, 'status', a.status);
-        END IF;
-        IF a.starts_at IS NOT NULL AND p_now < a.starts_at THEN
-            RETURN jsonb_build_object('code', 'account_not_started', 'account', a.slurm_account, 'starts_at', a.starts_at);
-        END IF;
-        IF a.ends_at IS NOT NULL AND p_now >= a.ends_at THEN
-            RETURN jsonb_build_object('code', 'account_expired', 'account', a.slurm_account, 'ends_at', a.ends_at);
-        END IF;
-        avail := a.deposited - a.spent - a.held + a.credit_limit;
-        IF avail < p_amount THEN
-            RETURN jsonb_build_object('code', CASE WHEN a.id = p_leaf THEN 'insufficient_funds' ELSE 'ancestor_insufficient_funds' END,
-                                      'account', a.slurm_account, 'available', avail, 'amount', p_amount);
-        END IF;
-        IF a.id = p_leaf AND a.max_job_cost IS NOT NULL AND p_per_task > a.max_job_cost THEN
-            RETURN jsonb_build_object('code', 'max_job_cost', 'account', a.slurm_account,
-                                      'max_job_cost', a.max_job_cost, 'amount', p_per_task);
-        END IF;
-    END LOOP;
-    SELECT * INTO lim FROM partition_limits WHERE account_id = p_leaf AND partition = p_partition;
+    IF p_leaf.depth > 0 THEN
+        FOR a IN SELECT * FROM accounts WHERE id = ANY (p_leaf.path[1:p_leaf.depth]) ORDER BY depth LOOP
+            IF a.next_event IS NOT NULL AND a.next_event <= p_now THEN
+                PERFORM asbb_process_events(a.id, p_now);
+                SELECT * INTO a FROM accounts WHERE id = a.id;
+            END IF;
+            r := asbb_check_account(a, false, p_amount, p_per_task, p_now);
+            IF r IS NOT NULL THEN
+                RETURN r;
+            END IF;
+        END LOOP;
+    END IF;
+    r := asbb_check_account(p_leaf, true, p_amount, p_per_task, p_now);
+    IF r IS NOT NULL THEN
+        RETURN r;
+    END IF;
+    SELECT * INTO lim FROM partition_limits WHERE account_id = p_leaf.id AND partition = p_partition;
     IF FOUND THEN
         IF lim.max_job_cost IS NOT NULL AND p_per_task > lim.max_job_cost THEN
             RETURN jsonb_build_object('code', 'partition_job_cap', 'partition', p_partition,
@@ -366,8 +383,8 @@ BEGIN
         IF lim.max_per_month IS NOT NULL THEN
             -- The account row lock serialises every writer of this account's
             -- usage rows, so reading without FOR UPDATE is safe here.
-            SELECT coalesce(committed, 0) INTO used FROM partition_usage
-             WHERE account_id = p_leaf AND partition = p_partition AND month = p_month;
+            SELECT committed INTO used FROM partition_usage
+             WHERE account_id = p_leaf.id AND partition = p_partition AND month = p_month;
             used := coalesce(used, 0);
             IF used + p_amount > lim.max_per_month THEN
                 RETURN jsonb_build_object('code', 'partition_month_cap', 'partition', p_partition,
@@ -376,8 +393,28 @@ BEGIN
             END IF;
         END IF;
     END IF;
-    hook := asbb_hold_check_hook(p_leaf, p_amount);
-    RETURN hook;
+    RETURN asbb_hold_check_hook(p_leaf.id, p_amount);
+END $$;
+
+-- Locks an account's chain root first and returns the leaf's row as it is
+-- under the lock, with due allocation events processed. A top-level
+-- account (the common case) is locked and read in one statement.
+CREATE FUNCTION asbb_lock_leaf(p_account bigint, p_now timestamptz) RETURNS accounts LANGUAGE plpgsql AS $$
+DECLARE
+    a accounts%ROWTYPE;
+BEGIN
+    SELECT * INTO a FROM accounts WHERE id = p_account AND depth = 0 FOR UPDATE;
+    IF NOT FOUND THEN
+        IF asbb_lock_chain(p_account) IS NULL THEN
+            RETURN NULL;
+        END IF;
+        SELECT * INTO a FROM accounts WHERE id = p_account;
+    END IF;
+    IF a.next_event IS NOT NULL AND a.next_event <= p_now THEN
+        PERFORM asbb_process_events(a.id, p_now);
+        SELECT * INTO a FROM accounts WHERE id = p_account;
+    END IF;
+    RETURN a;
 END $$;
 
 CREATE FUNCTION asbb_usage_add(p_account bigint, p_partition text, p_month date, p_delta numeric) RETURNS void
@@ -398,49 +435,46 @@ CREATE FUNCTION asbb_hold(
                  deposited numeric, spent numeric, held numeric, credit_limit numeric) LANGUAGE plpgsql AS $$
 DECLARE
     a accounts%ROWTYPE;
-    v_path bigint[];
+    v_id bigint;
     v_refusal jsonb;
     v_hold bigint;
     v_now timestamptz := now();
 BEGIN
-    SELECT * INTO a FROM accounts x WHERE x.slurm_account = p_account_name AND x.cluster IN (p_cluster, '*')
+    SELECT x.id INTO v_id FROM accounts x WHERE x.slurm_account = p_account_name AND x.cluster IN (p_cluster, '*')
      ORDER BY x.cluster = '*' LIMIT 1;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'refused'::text, NULL::bigint, jsonb_build_object('code', 'account_not_found', 'account', p_account_name),
                             NULL::bigint, NULL::text, NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric;
         RETURN;
     END IF;
+    a := asbb_lock_leaf(v_id, v_now);
     IF a.currency <> p_currency THEN
         RETURN QUERY SELECT 'currency_mismatch'::text, NULL::bigint, NULL::jsonb, a.id, a.currency::text,
                             a.deposited, a.spent, a.held, a.credit_limit;
         RETURN;
     END IF;
     IF p_key IS NOT NULL THEN
-        SELECT id INTO v_hold FROM holds WHERE idempotency_key = p_key;
+        SELECT h.id INTO v_hold FROM holds h WHERE h.idempotency_key = p_key;
         IF FOUND THEN
             RETURN QUERY SELECT 'duplicate'::text, v_hold, NULL::jsonb, a.id, a.currency::text,
                                 a.deposited, a.spent, a.held, a.credit_limit;
             RETURN;
         END IF;
     END IF;
-    v_path := asbb_lock_chain(a.id);
-    SELECT * INTO a FROM accounts WHERE id = a.id;
-    v_refusal := asbb_check_funds(v_path, a.id, p_amount, p_amount / p_tasks, p_partition, p_month, v_now);
+    v_refusal := asbb_check_funds(a, p_amount, p_amount / p_tasks, p_partition, p_month, v_now);
     IF v_refusal IS NULL THEN
         INSERT INTO holds (account_id, cluster, partition, user_name, tasks, amount, remaining, month,
                            rate_version, pricing, request, actor, idempotency_key)
         VALUES (a.id, p_cluster, p_partition, p_user, p_tasks, p_amount, p_amount, p_month,
                 p_rate_version, p_pricing, p_request, p_actor, p_key)
         RETURNING id INTO v_hold;
-        PERFORM asbb_post_chain(a.id, 'hold', p_amount, 0, 0, p_amount, v_hold, NULL,
+        PERFORM asbb_post_chain(a.path, 'hold', p_amount, 0, 0, p_amount, v_hold, NULL,
                                 p_cluster, NULL, NULL, p_partition, p_user, p_actor, NULL, p_key);
         PERFORM asbb_usage_add(a.id, p_partition, p_month, p_amount);
     END IF;
-    -- Totals before this hold (events due at the check are included).
-    SELECT * INTO a FROM accounts WHERE id = a.id;
+    -- a holds the totals from before this hold.
     RETURN QUERY SELECT CASE WHEN v_refusal IS NULL THEN 'held' ELSE 'refused' END, v_hold, v_refusal, a.id,
-                        a.currency::text, a.deposited, a.spent,
-                        a.held - CASE WHEN v_refusal IS NULL THEN p_amount ELSE 0 END, a.credit_limit;
+                        a.currency::text, a.deposited, a.spent, a.held, a.credit_limit;
 END $$;
 
 -- Re-prices an active hold to a new total. An increase is checked like a new
@@ -450,6 +484,7 @@ CREATE FUNCTION asbb_adjust_hold(p_hold bigint, p_amount numeric, p_tasks intege
 RETURNS TABLE (outcome text, refusal jsonb) LANGUAGE plpgsql AS $$
 DECLARE
     h holds%ROWTYPE;
+    a accounts%ROWTYPE;
     v_path bigint[];
     v_refusal jsonb;
     delta numeric;
@@ -459,14 +494,15 @@ BEGIN
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'not_found'::text, NULL::jsonb; RETURN;
     END IF;
-    v_path := asbb_lock_chain(h.account_id);
+    a := asbb_lock_leaf(h.account_id, v_now);
+    v_path := a.path;
     SELECT * INTO h FROM holds WHERE id = p_hold FOR UPDATE;
     IF h.status <> 'active' OR h.settled_tasks > 0 THEN
         RETURN QUERY SELECT 'not_adjustable'::text, NULL::jsonb; RETURN;
     END IF;
     delta := p_amount - h.remaining;
     IF delta > 0 THEN
-        v_refusal := asbb_check_funds(v_path, h.account_id, delta, p_amount / p_tasks, h.partition, h.month, v_now);
+        v_refusal := asbb_check_funds(a, delta, p_amount / p_tasks, h.partition, h.month, v_now);
         IF v_refusal IS NOT NULL THEN
             RETURN QUERY SELECT 'refused'::text, v_refusal; RETURN;
         END IF;
@@ -475,7 +511,7 @@ BEGIN
                      pricing = coalesce(p_pricing, pricing), request = coalesce(p_request, request), updated_at = v_now
      WHERE id = p_hold;
     IF delta <> 0 THEN
-        PERFORM asbb_post_chain(h.account_id, 'hold_adjust', abs(delta), 0, 0, delta, p_hold, NULL,
+        PERFORM asbb_post_chain(v_path, 'hold_adjust', abs(delta), 0, 0, delta, p_hold, NULL,
                                 h.cluster, h.job_id, NULL, h.partition, h.user_name, p_actor, p_reason, NULL);
         PERFORM asbb_usage_add(h.account_id, h.partition, h.month, delta);
     END IF;
@@ -499,6 +535,7 @@ DECLARE
     per_task numeric;
     v_over numeric := 0;
     v_part text := coalesce(p_partition, '');
+    v_path bigint[];
 BEGIN
     SELECT * INTO c FROM charges
      WHERE cluster = p_cluster AND job_id = p_job AND array_task_id = p_task AND run_start = p_run_start;
@@ -514,7 +551,8 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    IF asbb_lock_chain(v_account) IS NULL THEN
+    v_path := asbb_lock_chain(v_account);
+    IF v_path IS NULL THEN
         RETURN QUERY SELECT 'account_not_found'::text, NULL::bigint, NULL::numeric, NULL::numeric, NULL::numeric, NULL::numeric;
         RETURN;
     END IF;
@@ -546,7 +584,7 @@ BEGIN
                             (SELECT remaining FROM holds WHERE id = c.hold_id);
         RETURN;
     END IF;
-    PERFORM asbb_post_chain(v_account, 'charge', p_actual, 0, p_actual, -share, p_hold, c.id,
+    PERFORM asbb_post_chain(v_path, 'charge', p_actual, 0, p_actual, -share, p_hold, c.id,
                             p_cluster, p_job, CASE WHEN p_task >= 0 THEN p_task END, v_part, p_user, p_actor,
                             coalesce(p_reason, '') || CASE WHEN v_over > 0 THEN ' overrun ' || v_over::text ELSE '' END,
                             NULL);
@@ -573,18 +611,19 @@ CREATE FUNCTION asbb_release(p_hold bigint, p_actor text, p_reason text)
 RETURNS TABLE (outcome text, released numeric) LANGUAGE plpgsql AS $$
 DECLARE
     h holds%ROWTYPE;
+    v_path bigint[];
 BEGIN
     SELECT * INTO h FROM holds WHERE id = p_hold;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'not_found'::text, NULL::numeric; RETURN;
     END IF;
-    PERFORM asbb_lock_chain(h.account_id);
+    v_path := asbb_lock_chain(h.account_id);
     SELECT * INTO h FROM holds WHERE id = p_hold FOR UPDATE;
     IF h.status <> 'active' THEN
         RETURN QUERY SELECT 'already_closed'::text, 0::numeric; RETURN;
     END IF;
     IF h.remaining > 0 THEN
-        PERFORM asbb_post_chain(h.account_id, 'hold_release', h.remaining, 0, 0, -h.remaining, p_hold, NULL,
+        PERFORM asbb_post_chain(v_path, 'hold_release', h.remaining, 0, 0, -h.remaining, p_hold, NULL,
                                 h.cluster, h.job_id, NULL, h.partition, h.user_name, p_actor, p_reason, NULL);
         PERFORM asbb_usage_add(h.account_id, h.partition, h.month, -h.remaining);
     END IF;
@@ -661,12 +700,13 @@ DECLARE
     c charges%ROWTYPE;
     v_id bigint;
     left_ numeric;
+    v_path bigint[];
 BEGIN
     SELECT * INTO c FROM charges WHERE id = p_charge;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'not_found'::text, NULL::bigint, NULL::numeric; RETURN;
     END IF;
-    PERFORM asbb_lock_chain(c.account_id);
+    v_path := asbb_lock_chain(c.account_id);
     IF p_key IS NOT NULL THEN
         SELECT id INTO v_id FROM ledger WHERE account_id = c.account_id AND type = 'refund' AND idempotency_key = p_key
            AND origin_account_id IS NULL;
@@ -680,7 +720,7 @@ BEGIN
         RETURN QUERY SELECT 'exceeds_charge'::text, NULL::bigint, left_; RETURN;
     END IF;
     UPDATE charges SET refunded = refunded + p_amount WHERE id = p_charge;
-    RETURN QUERY SELECT 'refunded'::text, (asbb_post_chain(c.account_id, 'refund', p_amount, 0, -p_amount, 0, c.hold_id, c.id,
+    RETURN QUERY SELECT 'refunded'::text, (asbb_post_chain(v_path, 'refund', p_amount, 0, -p_amount, 0, c.hold_id, c.id,
         c.cluster, c.job_id, CASE WHEN c.array_task_id >= 0 THEN c.array_task_id END, c.partition, c.user_name,
         p_actor, p_reason, p_key)).id, left_ - p_amount;
 END $$;
@@ -695,12 +735,13 @@ DECLARE
     v_id bigint;
     eff numeric;
     d numeric;
+    v_path bigint[];
 BEGIN
     SELECT * INTO c FROM charges WHERE id = p_charge;
     IF NOT FOUND THEN
         RETURN QUERY SELECT 'not_found'::text, NULL::bigint, NULL::numeric, NULL::numeric; RETURN;
     END IF;
-    PERFORM asbb_lock_chain(c.account_id);
+    v_path := asbb_lock_chain(c.account_id);
     SELECT * INTO c FROM charges WHERE id = p_charge FOR UPDATE;
     eff := c.actual + c.corrected - c.refunded;
     IF p_key IS NOT NULL THEN
@@ -715,7 +756,7 @@ BEGIN
         RETURN QUERY SELECT 'unchanged'::text, NULL::bigint, 0::numeric, eff; RETURN;
     END IF;
     UPDATE charges SET corrected = corrected + d WHERE id = p_charge;
-    RETURN QUERY SELECT 'corrected'::text, (asbb_post_chain(c.account_id, 'correction', d, 0, d, 0, c.hold_id, c.id,
+    RETURN QUERY SELECT 'corrected'::text, (asbb_post_chain(v_path, 'correction', d, 0, d, 0, c.hold_id, c.id,
         c.cluster, c.job_id, CASE WHEN c.array_task_id >= 0 THEN c.array_task_id END, c.partition, c.user_name,
         p_actor, p_reason, p_key)).id, d, eff;
 END $$;
