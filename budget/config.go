@@ -142,6 +142,10 @@ type ServiceConfig struct {
 type AllocationsConfig struct {
 	AutoProcess     bool     `toml:"auto_process"`
 	ProcessInterval Duration `toml:"process_interval"`
+	// Timezone is the calendar of schedules and grant periods ("" =
+	// pricing.timezone). Each schedule and grant records the zone it was
+	// created in, so changing this later does not move existing dates.
+	Timezone string `toml:"timezone"`
 }
 
 type AlertsConfig struct {
@@ -310,6 +314,14 @@ func (c *Config) Validate() error {
 	if _, err := time.LoadLocation(c.Pricing.Timezone); err != nil {
 		return fmt.Errorf("pricing.timezone: %q: %v", c.Pricing.Timezone, err)
 	}
+	if c.Allocations.Timezone != "" {
+		if _, err := time.LoadLocation(c.Allocations.Timezone); err != nil {
+			return fmt.Errorf("allocations.timezone: %q: %v", c.Allocations.Timezone, err)
+		}
+	}
+	if c.Allocations.AutoProcess && c.Allocations.ProcessInterval.Duration < time.Second {
+		return fmt.Errorf("allocations.process_interval: %s is shorter than a second", c.Allocations.ProcessInterval)
+	}
 	for name, r := range c.Pricing.Partitions {
 		if err := r.validate("pricing.partitions." + name); err != nil {
 			return err
@@ -397,6 +409,14 @@ func (c *Config) Location() *time.Location {
 		return time.UTC
 	}
 	return loc
+}
+
+// AllocationTimezone is the zone name for new schedules and grants.
+func (c *Config) AllocationTimezone() string {
+	if c.Allocations.Timezone != "" {
+		return c.Allocations.Timezone
+	}
+	return c.Pricing.Timezone
 }
 
 // Duration is a time.Duration written as "300ms" or "2h" in TOML.

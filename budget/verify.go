@@ -118,5 +118,8 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
 	if usageBad > 0 {
 		rep.Problems = append(rep.Problems, VerifyProblem{Problem: fmt.Sprintf("%d partition-usage rows differ from their holds", usageBad)})
 	}
+	if err := verifyGrants(ctx, tx, &rep); err != nil {
+		return rep, err
+	}
 	return rep, nil
 }
