@@ -260,4 +260,3 @@ func recovered(r any, export string) result {
 	lib.logger().Error("panic in export (recovered)", "export", export, "panic", fmt.Sprint(r), "stack", stack)
 	return result{rc: rcInternal, msg: "asbb: internal error in " + export + " (logged)"}
 }
-
