@@ -3,6 +3,8 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -334,7 +336,13 @@ func (s *Server) updateAccount(w http.ResponseWriter, r *http.Request) error {
 				return fieldErr("budget_limit", err)
 			}
 		case delta.IsNegative():
-			if err := s.l.Withdraw(ctx, cluster, name, delta.Neg(), actor, "budget_limit set to "+limit.String()+" over the API", ""); err != nil {
+			err := s.l.Withdraw(ctx, cluster, name, delta.Neg(), actor, "budget_limit set to "+limit.String()+" over the API", "")
+			var den *budget.Denial
+			if errors.As(err, &den) {
+				return &apiError{status: http.StatusPaymentRequired, code: "INSUFFICIENT_BUDGET", field: "budget_limit",
+					message: fmt.Sprintf("budget_limit %s would withdraw %s, but only %s is unspent and unheld", limit, delta.Neg(), den.Available)}
+			}
+			if err != nil {
 				return fieldErr("budget_limit", err)
 			}
 		}
