@@ -613,3 +613,58 @@ func (l *Ledger) postWebhook(ctx context.Context, url string, alerts []Alert) er
 	}
 	return nil
 }
+
+// Condition is an alert condition as it stands now, with the stored
+// alert that tracks it when the evaluator has recorded one.
+type Condition struct {
+	Rule       string `json:"type"`
+	TargetKind string `json:"target_kind"`
+	Target     string `json:"target"`
+	Severity   string `json:"severity"`
+	Message    string `json:"message"`
+	AlertID    int64  `json:"alert_id,omitempty"`
+	Status     string `json:"status,omitempty"` // of the stored alert
+}
+
+// AlertConditions evaluates the burn-rate rules on b now (whatever the
+// evaluator last stored) and adds the unresolved stored alerts of the same
+// account or grant (stuck holds, overrun charges), most severe first.
+func (l *Ledger) AlertConditions(ctx context.Context, b BurnRate) ([]Condition, error) {
+	f := AlertFilter{}
+	if b.Kind == "grant" {
+		f.Grant = b.Target
+	} else {
+		f.Account = b.Target
+	}
+	stored, err := l.ListAlerts(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	byKey := map[string]Alert{}
+	for _, a := range stored {
+		byKey[a.Rule+"\x00"+a.TargetKind+"\x00"+a.Target] = a
+	}
+	var out []Condition
+	seen := map[string]bool{}
+	for _, fi := range l.burnFirings(b.Kind, b.Target, nil, nil, b) {
+		c := Condition{Rule: fi.rule, TargetKind: fi.kind, Target: fi.target, Severity: fi.severity, Message: fi.message}
+		if a, ok := byKey[fi.key()]; ok {
+			c.AlertID, c.Status = a.ID, a.Status
+		}
+		seen[fi.key()] = true
+		out = append(out, c)
+	}
+	for _, a := range stored {
+		k := a.Rule + "\x00" + a.TargetKind + "\x00" + a.Target
+		if seen[k] || a.TargetKind == "account" || a.TargetKind == "grant" {
+			// A stored burn-rate alert that no longer holds is resolved
+			// by the evaluator's next run; now it is not a condition.
+			continue
+		}
+		out = append(out, Condition{Rule: a.Rule, TargetKind: a.TargetKind, Target: a.Target, Severity: a.Severity,
+			Message: a.Message, AlertID: a.ID, Status: a.Status})
+	}
+	rank := map[string]int{SeverityCritical: 0, SeverityWarning: 1, SeverityInfo: 2}
+	sort.SliceStable(out, func(i, j int) bool { return rank[out[i].Severity] < rank[out[j].Severity] })
+	return out, nil
+}

@@ -62,13 +62,14 @@ func ensureAnalyticsSchema(t testing.TB, pool *pgxpool.Pool) {
 // setNow fixes the ledger's clock.
 func (f *fixture) setNow(t time.Time) { f.l.now = func() time.Time { return t } }
 
-type maxIDs struct{ ledger, holds, charges, allocations, accounts, alerts int64 }
+type maxIDs struct{ ledger, holds, charges, allocations, accounts, grantEntries int64 }
 
 func (f *fixture) ids() maxIDs {
 	var m maxIDs
 	err := f.l.pool.QueryRow(f.ctx, `SELECT (SELECT coalesce(max(id), 0) FROM ledger), (SELECT coalesce(max(id), 0) FROM holds),
 		(SELECT coalesce(max(id), 0) FROM charges), (SELECT coalesce(max(id), 0) FROM allocations),
-		(SELECT coalesce(max(id), 0) FROM accounts)`).Scan(&m.ledger, &m.holds, &m.charges, &m.allocations, &m.accounts)
+		(SELECT coalesce(max(id), 0) FROM accounts), (SELECT coalesce(max(id), 0) FROM grant_entries)`).
+		Scan(&m.ledger, &m.holds, &m.charges, &m.allocations, &m.accounts, &m.grantEntries)
 	if err != nil {
 		f.t.Fatalf("max ids: %v", err)
 	}
@@ -94,6 +95,7 @@ func (f *fixture) at(ts time.Time, step func()) {
 			{`UPDATE charges SET created_at = $2::timestamptz WHERE id > $1`, before.charges},
 			{`UPDATE allocations SET created_at = $2::timestamptz, starts_at = least(starts_at, $2::timestamptz) WHERE id > $1`, before.allocations},
 			{`UPDATE accounts SET created_at = $2::timestamptz, updated_at = $2::timestamptz WHERE id > $1`, before.accounts},
+			{`UPDATE grant_entries SET created_at = $2::timestamptz WHERE id > $1`, before.grantEntries},
 		} {
 			if _, err := tx.Exec(f.ctx, u.sql, u.since, ts); err != nil {
 				return fmt.Errorf("%s: %w", u.sql, err)

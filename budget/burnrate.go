@@ -2,11 +2,13 @@ package budget
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
 )
 
@@ -584,7 +586,111 @@ func (l *Ledger) expectedRates(ctx context.Context, accounts []Account, asOf tim
 }
 
 // expectationSources are consulted in order (grant period, then schedule).
-var expectationSources []func(ctx context.Context, l *Ledger, accounts []Account, asOf time.Time) (map[int64]*expectation, error)
+var expectationSources = []func(ctx context.Context, l *Ledger, accounts []Account, asOf time.Time) (map[int64]*expectation, error){
+	grantExpectations, scheduleExpectations,
+}
+
+func accountIDs(accounts []Account) []int64 {
+	ids := make([]int64, len(accounts))
+	for i, a := range accounts {
+		ids[i] = a.ID
+	}
+	return ids
+}
+
+// grantExpectations: an account that is the only account linked to an
+// active grant spends against the grant's current period: the period's
+// budget (with carry-forward) over its days, in direct cost (the budget
+// counts indirect costs too, so it is divided by 1 + the indirect rate),
+// until the period's end. When several accounts share a grant, no
+// account's share of the period is known: they fall through to the next
+// source, and the grant's own burn rate compares the grant with its plan.
+func grantExpectations(ctx context.Context, l *Ledger, accounts []Account, asOf time.Time) (map[int64]*expectation, error) {
+	rows, err := l.pool.Query(ctx, `SELECT ga.account_id, g.indirect_rate, g.timezone, p.starts_on, p.ends_on, p.budget + p.adjusted
+		FROM grant_accounts ga
+		JOIN grants g ON g.id = ga.grant_id AND g.status = 'active'
+		JOIN grant_periods p ON p.grant_id = g.id
+		     AND ($2::timestamptz AT TIME ZONE g.timezone)::date BETWEEN p.starts_on AND p.ends_on
+		WHERE ga.account_id = ANY ($1) AND (SELECT count(*) FROM grant_accounts x WHERE x.grant_id = g.id) = 1`,
+		accountIDs(accounts), asOf)
+	if err != nil {
+		return nil, dbErr("read grant periods of accounts", err)
+	}
+	defer rows.Close()
+	out := map[int64]*expectation{}
+	for rows.Next() {
+		var id int64
+		var rate, budget decimal.Decimal
+		var tz string
+		var start, end time.Time
+		if err := rows.Scan(&id, &rate, &tz, &start, &end, &budget); err != nil {
+			return nil, dbErr("read grant periods of accounts", err)
+		}
+		loc, err := time.LoadLocation(tz)
+		if err != nil {
+			loc = time.UTC
+		}
+		days := decimal.NewFromInt(int64(end.Sub(start).Hours()/24) + 1)
+		stop := time.Date(end.Year(), end.Month(), end.Day()+1, 0, 0, 0, 0, loc)
+		out[id] = &expectation{rate: budget.Div(one.Add(rate)).DivRound(days, Scale), source: ExpectedGrantPeriod, end: &stop}
+	}
+	return out, dbErr("read grant periods of accounts", rows.Err())
+}
+
+// daysPerInstallment is the average length of a schedule's period, in days.
+var daysPerInstallment = map[string]decimal.Decimal{
+	"daily": decimal.NewFromInt(1), "weekly": decimal.NewFromInt(7),
+	"monthly":   decimal.NewFromInt(365).Div(decimal.NewFromInt(12)),
+	"quarterly": decimal.NewFromInt(365).Div(decimal.NewFromInt(4)), "yearly": decimal.NewFromInt(365),
+}
+
+// scheduleExpectations: an account with active (unpaused, unfinished)
+// allocation schedules is expected to spend what they deposit: each
+// schedule's installment over the average length of its period (a month
+// is 365/12 days), summed. The end is the schedules' end when they all
+// have one.
+func scheduleExpectations(ctx context.Context, l *Ledger, accounts []Account, asOf time.Time) (map[int64]*expectation, error) {
+	rows, err := l.pool.Query(ctx, `SELECT account_id, amount, frequency, ends_at FROM allocation_schedules
+		WHERE account_id = ANY ($1) AND NOT paused AND next_due IS NOT NULL ORDER BY account_id, id`, accountIDs(accounts))
+	if err != nil {
+		return nil, dbErr("read allocation schedules", err)
+	}
+	defer rows.Close()
+	out := map[int64]*expectation{}
+	open := map[int64]bool{}
+	for rows.Next() {
+		var id int64
+		var amount decimal.Decimal
+		var freq string
+		var end *time.Time
+		if err := rows.Scan(&id, &amount, &freq, &end); err != nil {
+			return nil, dbErr("read allocation schedules", err)
+		}
+		per, ok := daysPerInstallment[freq]
+		if !ok {
+			continue
+		}
+		e := out[id]
+		if e == nil {
+			e = &expectation{source: ExpectedSchedule}
+			out[id] = e
+		}
+		e.rate = e.rate.Add(amount.DivRound(per, Scale+2))
+		switch {
+		case end == nil:
+			open[id] = true
+		case e.end == nil || end.After(*e.end):
+			e.end = end
+		}
+	}
+	for id, e := range out {
+		e.rate = e.rate.Round(Scale)
+		if open[id] {
+			e.end = nil
+		}
+	}
+	return out, dbErr("read allocation schedules", rows.Err())
+}
 
 // AccountHealth is one row of HealthScores.
 type AccountHealth struct {
@@ -717,5 +823,178 @@ type grantBurn struct {
 
 // grantBurnsForAlerts computes the burn rate of every active grant.
 func (l *Ledger) grantBurnsForAlerts(ctx context.Context) ([]grantBurn, error) {
-	return nil, nil
+	rows, err := l.pool.Query(ctx, `SELECT number FROM grants WHERE status = 'active' ORDER BY number`)
+	if err != nil {
+		return nil, dbErr("list active grants", err)
+	}
+	numbers, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, dbErr("list active grants", err)
+	}
+	out := make([]grantBurn, 0, len(numbers))
+	for _, n := range numbers {
+		g, err := l.GetGrant(ctx, n)
+		if err != nil {
+			return nil, err
+		}
+		b, err := l.grantBurnRate(ctx, g, BurnOptions{})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, grantBurn{id: g.ID, burn: b})
+	}
+	return out, nil
+}
+
+// BurnRateOf is the burn rate of an account or, when no account has that
+// name, of the grant with that number.
+func (l *Ledger) BurnRateOf(ctx context.Context, cluster, target string, o BurnOptions) (BurnRate, error) {
+	b, err := l.AccountBurnRate(ctx, cluster, target, o)
+	if !errors.Is(err, ErrAccountNotFound) {
+		return b, err
+	}
+	if ValidateGrantNumber(target) != nil {
+		return b, err
+	}
+	gb, gerr := l.GrantBurnRate(ctx, target, o)
+	if errors.Is(gerr, ErrNotFound) {
+		return b, fmt.Errorf("%w: no account or grant named %s", ErrAccountNotFound, target)
+	}
+	return gb, gerr
+}
+
+// GrantBurnRate computes the burn rate of a grant: its total cost (direct
+// plus indirect) per day over the window against its current budget
+// period's plan (the period's budget, with carry-forward, over its days).
+// Funds, percent used and the projection are those of the current period;
+// the series' remaining is the grant's: its budget entries less what was
+// held and spent, to date.
+func (l *Ledger) GrantBurnRate(ctx context.Context, number string, o BurnOptions) (BurnRate, error) {
+	g, err := l.GetGrant(ctx, number)
+	if err != nil {
+		return BurnRate{}, err
+	}
+	return l.grantBurnRate(ctx, g, o)
+}
+
+// grantPeriodAt picks the period of a date (YYYY-MM-DD): the one containing
+// it, else the first (before the grant) or the last (after it).
+func grantPeriodAt(ps []GrantPeriod, date string) (GrantPeriod, bool) {
+	if len(ps) == 0 {
+		return GrantPeriod{}, false
+	}
+	for _, p := range ps {
+		if p.StartDate <= date && date <= p.EndDate {
+			return p, true
+		}
+	}
+	if date < ps[0].StartDate {
+		return ps[0], true
+	}
+	return ps[len(ps)-1], true
+}
+
+func (l *Ledger) grantBurnRate(ctx context.Context, g Grant, o BurnOptions) (BurnRate, error) {
+	loc, err := time.LoadLocation(g.Timezone)
+	if err != nil {
+		loc = l.cfg.Location()
+	}
+	now := l.now()
+	w := o.Window
+	if w.From.IsZero() {
+		period := l.cfg.Alerts.Window
+		if period == "" {
+			period = "30d"
+		}
+		if w, err = ParseWindow(period, now, loc); err != nil {
+			return BurnRate{}, err
+		}
+	}
+	if w.To.After(now) {
+		w.To = now
+	}
+	start, err := time.ParseInLocation(time.DateOnly, g.StartDate, loc)
+	if err != nil {
+		return BurnRate{}, fmt.Errorf("grant %s start date: %w", g.Number, err)
+	}
+	if w.From.Before(start) {
+		w.From = start
+	}
+	if !w.To.After(w.From) {
+		w.From = w.To
+	}
+	ps, err := l.GrantPeriods(ctx, g.Number)
+	if err != nil {
+		return BurnRate{}, err
+	}
+	asOf := now
+	if w.To.Before(now.Add(-time.Minute)) {
+		asOf = w.To
+	}
+	p, ok := grantPeriodAt(ps, asOf.In(loc).Format(time.DateOnly))
+	if !ok {
+		return BurnRate{}, fmt.Errorf("grant %s has no budget periods", g.Number)
+	}
+	ps0, err := time.ParseInLocation(time.DateOnly, p.StartDate, loc)
+	if err != nil {
+		return BurnRate{}, err
+	}
+	pe, err := time.ParseInLocation(time.DateOnly, p.EndDate, loc)
+	if err != nil {
+		return BurnRate{}, err
+	}
+	end := time.Date(pe.Year(), pe.Month(), pe.Day()+1, 0, 0, 0, 0, loc)
+	budget := p.Budget.Add(p.Adjusted)
+	expected := budget.DivRound(spanDays(ps0, end, loc), Scale)
+
+	// Daily sums of the grant's entries in the window, and everything
+	// before it (for the burn-down's remaining).
+	var prior decimal.Decimal
+	if err := l.pool.QueryRow(ctx, `SELECT coalesce(sum(d_budget - d_held - d_spent), 0) FROM grant_entries
+		WHERE grant_id = $1 AND created_at < $2`, g.ID, w.From).Scan(&prior); err != nil {
+		return BurnRate{}, dbErr("read grant entries", err)
+	}
+	rows, err := l.pool.Query(ctx, `SELECT to_char(created_at AT TIME ZONE $4, 'YYYY-MM-DD'), sum(d_spent),
+			sum(d_budget - d_held - d_spent)
+		FROM grant_entries WHERE grant_id = $1 AND created_at >= $2 AND created_at < $3
+		GROUP BY 1 ORDER BY 1`, g.ID, w.From, w.To, loc.String())
+	if err != nil {
+		return BurnRate{}, dbErr("read grant entries", err)
+	}
+	type daySum struct{ spent, left decimal.Decimal }
+	days := map[string]daySum{}
+	spent := decimal.Zero
+	for rows.Next() {
+		var d string
+		var x daySum
+		if err := rows.Scan(&d, &x.spent, &x.left); err != nil {
+			rows.Close()
+			return BurnRate{}, dbErr("read grant entries", err)
+		}
+		days[d] = x
+		spent = spent.Add(x.spent)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return BurnRate{}, dbErr("read grant entries", err)
+	}
+	in := burnInput{asOf: asOf, loc: loc, window: w, spent: spent,
+		funds:  fundsOf(budget, p.Spent, p.Held, decimal.Zero),
+		budget: budget, end: &end, expected: &expected, source: ExpectedGrantPeriod,
+		tolerance: decimal.NewFromInt(int64(l.cfg.Alerts.VariancePercent))}
+	b := computeBurn(in)
+	b.Kind, b.Target, b.Currency = "grant", g.Number, g.Currency
+	if o.Series {
+		at := dayBoundaries(w, loc)
+		cum, left := decimal.Zero, prior
+		for i := 1; i < len(at); i++ {
+			date := at[i-1].In(loc).Format(time.DateOnly)
+			x := days[date]
+			cum = cum.Add(x.spent)
+			left = left.Add(x.left)
+			e := expected.Mul(spanDays(at[0], at[i], loc)).Round(Scale)
+			b.Series = append(b.Series, DayPoint{Date: date, Spent: x.spent, Cumulative: cum, Remaining: left, Expected: &e})
+		}
+	}
+	return b, nil
 }

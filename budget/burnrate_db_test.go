@@ -209,3 +209,125 @@ func TestBurnRateRefusesBadInput(t *testing.T) {
 		t.Error("bad period accepted")
 	}
 }
+
+// grantFixture: a one-period grant of $3,650 for 365 days (so $10/day is the
+// plan) that started 60 days ago, 25% indirect, funding account "lab",
+// which spent $8 direct ($10 total) a day for the last 30 days and has a
+// $40 hold ($50 total) open. Grant postings pick their period by the real
+// clock, so the grant's dates are set around today.
+func grantFixture(t *testing.T) (*fixture, time.Time) {
+	f := newFixture(t, "")
+	today := Date(time.Now().UTC())
+	start := today.AddDate(0, 0, -60)
+	f.at(start, func() {
+		f.account("lab", "10000")
+		if _, err := f.l.CreateGrant(f.ctx, GrantSpec{Number: "NSF-2025-1", Agency: "NSF", PI: "Dr. Smith",
+			Amount: dec("3650"), Start: start, End: start.AddDate(0, 0, 364), PeriodMonths: 12,
+			IndirectRate: dec("0.25"), Actor: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.l.LinkGrant(f.ctx, "NSF-2025-1", "", "lab", "test"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for d := 0; d < 30; d++ {
+		f.at(noon(today, d-30), func() { f.charge("lab", "8", "alice", "gpu") })
+	}
+	f.hold("lab", "40")
+	f.setNow(today)
+	return f, today
+}
+
+func TestGrantBurnRate(t *testing.T) {
+	t.Parallel()
+	f, today := grantFixture(t)
+	b, err := f.l.BurnRateOf(f.ctx, "", "NSF-2025-1", BurnOptions{Series: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Kind != "grant" || b.ExpectedSource != ExpectedGrantPeriod {
+		t.Fatalf("kind %s source %s", b.Kind, b.ExpectedSource)
+	}
+	// 30 × $10 total cost against 3650 / 365 = $10/day planned.
+	eqDec(t, "spent", b.SpentInWindow, "300")
+	eqDec(t, "daily", b.DailyRate, "10")
+	eqDecP(t, "expected", b.ExpectedDailyRate, "10")
+	eqDecP(t, "variance", b.VariancePercent, "0")
+	// The period: 3650 budget, 300 spent, 50 held: 3300 left, 305 days to
+	// go, 330 days of runway; commitment 10 × 3300/3350 = 9.85.
+	eqDec(t, "remaining", b.Funds.Remaining, "3300")
+	eqDec(t, "held", b.Funds.Held, "50")
+	eqDecP(t, "percent used", b.PercentUsed, "9.59")
+	if b.DaysRemaining == nil || *b.DaysRemaining != 305 {
+		t.Errorf("days remaining %v, want 305", b.DaysRemaining)
+	}
+	eqDec(t, "commitment", b.Health.Commitment, "9.85")
+	if b.HealthScore != 100 || b.BurnStatus != BurnOnTrack {
+		t.Errorf("health %d %s", b.HealthScore, b.BurnStatus)
+	}
+	eqDecP(t, "end balance", b.Projection.EndBalance, "250")
+	eqDate(t, "exhaustion", b.Projection.ExhaustionDate, today.AddDate(0, 0, 330).Format("2006-01-02"))
+	if len(b.Series) != 30 {
+		t.Fatalf("series of %d days", len(b.Series))
+	}
+	eqDec(t, "series day", b.Series[0].Spent, "10")
+	eqDec(t, "burn-down remaining", b.Series[29].Remaining, "3350")
+
+	// The only account of the grant is measured against the period's
+	// plan in direct cost: 3650 / 1.25 / 365 = $8/day.
+	a, err := f.l.AccountBurnRate(f.ctx, "", "lab", BurnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.ExpectedSource != ExpectedGrantPeriod {
+		t.Errorf("account expected source %s", a.ExpectedSource)
+	}
+	eqDecP(t, "account expected", a.ExpectedDailyRate, "8")
+	eqDec(t, "account daily", a.DailyRate, "8")
+	if a.PeriodEnd == nil || !a.PeriodEnd.Equal(today.AddDate(0, 0, 305)) {
+		t.Errorf("account period end %v", a.PeriodEnd)
+	}
+	if _, err := f.l.BurnRateOf(f.ctx, "", "NO-SUCH-1", BurnOptions{}); err == nil {
+		t.Error("unknown target accepted")
+	}
+	f.verify()
+}
+
+func TestBurnRateAcrossAPeriodBoundary(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, "")
+	today := Date(time.Now().UTC())
+	first := time.Date(today.Year(), today.Month(), 1, 0, 0, 0, 0, time.UTC)
+	start := first.AddDate(0, -2, 0)
+	f.at(start, func() {
+		f.account("mo", "5000")
+		if _, err := f.l.CreateGrant(f.ctx, GrantSpec{Number: "MONTHLY-1", Agency: "DOE", PI: "Dr. Who",
+			Amount: dec("1200"), Start: start, End: start.AddDate(1, 0, -1), PeriodMonths: 1, Actor: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.l.LinkGrant(f.ctx, "MONTHLY-1", "", "mo", "test"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	for d := 1; d <= 40; d++ {
+		f.at(noon(today, -d), func() { f.charge("mo", "3", "alice", "cpu") })
+	}
+	f.setNow(today)
+	b, err := f.l.GrantBurnRate(f.ctx, "MONTHLY-1", BurnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The window reaches into last month's period; the plan is this
+	// month's: $100 over the days of this month.
+	next := first.AddDate(0, 1, 0)
+	monthDays := int64(next.Sub(first).Hours() / 24)
+	eqDecP(t, "expected", b.ExpectedDailyRate, dec("100").DivRound(decimal.NewFromInt(monthDays), Scale).String())
+	eqDec(t, "daily", b.DailyRate, "3")
+	if b.PeriodEnd == nil || !b.PeriodEnd.Equal(next) {
+		t.Errorf("period end %v, want %s", b.PeriodEnd, next)
+	}
+	// Budget is this month's 100; what it shows as spent is what the grant
+	// put in this period.
+	eqDec(t, "budget", b.Budget, "100")
+	f.verify()
+}
