@@ -3,12 +3,10 @@ package budget
 import (
 	"context"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/asbb/asbb/budget/pgtest"
 )
@@ -34,29 +32,8 @@ func newFixture(t testing.TB, extra string) *fixture {
 		t.Fatalf("config: %v", err)
 	}
 	pool := pgtest.Pool(t)
-	ensureAnalyticsSchema(t, pool)
 	l := New(pool, cfg, nil)
 	return &fixture{t: t, ctx: context.Background(), l: l}
-}
-
-// ensureAnalyticsSchema applies the analytics migration when the template
-// lacks it (while it waits for its number, it lives in a .wip file).
-func ensureAnalyticsSchema(t testing.TB, pool *pgxpool.Pool) {
-	t.Helper()
-	var have bool
-	if err := pool.QueryRow(context.Background(), `SELECT to_regclass('alerts') IS NOT NULL`).Scan(&have); err != nil {
-		t.Fatal(err)
-	}
-	if have {
-		return
-	}
-	up, err := os.ReadFile("../sql/migrations/0004_analytics.up.sql.wip")
-	if err != nil {
-		t.Fatalf("analytics schema: %v", err)
-	}
-	if _, err := pool.Exec(context.Background(), string(up)); err != nil {
-		t.Fatalf("analytics schema: %v", err)
-	}
 }
 
 // setNow fixes the ledger's clock.
