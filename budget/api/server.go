@@ -91,7 +91,7 @@ func New(l *budget.Ledger, cfg *budget.Config, log *slog.Logger) *Server {
 		area()
 	}
 	s.mux.HandleFunc("/", s.notFound)
-	s.handler = s.recoverer(s.requestID(s.mux))
+	s.handler = s.requestID(s.recoverer(s.mux))
 	s.defaultWorkers()
 	return s
 }
