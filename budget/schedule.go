@@ -169,56 +169,67 @@ func validFrequency(f string) bool {
 	return false
 }
 
-// CreateSchedule records an incremental allocation schedule on an account.
-// It deposits nothing itself: ProcessSchedules does, including installments
-// already due. Idempotent on spec.IdempotencyKey.
-func (l *Ledger) CreateSchedule(ctx context.Context, spec ScheduleSpec) (Schedule, error) {
+// PlanSchedule validates a schedule in the zone tz and returns how many
+// installments it will have. CreateSchedule calls it; the CLI calls it
+// before creating an account so that a bad schedule changes nothing.
+func PlanSchedule(spec ScheduleSpec, tz string) (int, error) {
 	if err := CheckAmount(spec.Total); err != nil {
-		return Schedule{}, fmt.Errorf("total: %w", err)
+		return 0, fmt.Errorf("total: %w", err)
 	}
 	if err := CheckAmount(spec.Amount); err != nil {
-		return Schedule{}, fmt.Errorf("installment amount: %w", err)
+		return 0, fmt.Errorf("installment amount: %w", err)
 	}
 	if err := checkCents("total", spec.Total); err != nil {
-		return Schedule{}, err
+		return 0, err
 	}
 	if err := checkCents("installment amount", spec.Amount); err != nil {
-		return Schedule{}, err
+		return 0, err
 	}
 	if spec.Amount.GreaterThan(spec.Total) {
-		return Schedule{}, fmt.Errorf("%w: installment amount %s is more than the total %s", ErrInvalid, spec.Amount, spec.Total)
+		return 0, fmt.Errorf("%w: installment amount %s is more than the total %s", ErrInvalid, spec.Amount, spec.Total)
 	}
 	if !validFrequency(spec.Frequency) {
-		return Schedule{}, fmt.Errorf("%w: frequency %q must be one of %s", ErrInvalid, spec.Frequency, strings.Join(Frequencies, ", "))
+		return 0, fmt.Errorf("%w: frequency %q must be one of %s", ErrInvalid, spec.Frequency, strings.Join(Frequencies, ", "))
 	}
 	if spec.Start.IsZero() {
-		return Schedule{}, fmt.Errorf("%w: a schedule needs a start date", ErrInvalid)
+		return 0, fmt.Errorf("%w: a schedule needs a start date", ErrInvalid)
 	}
 	if spec.End != nil && !spec.End.After(spec.Start) {
-		return Schedule{}, fmt.Errorf("%w: end date must be after start date", ErrInvalid)
+		return 0, fmt.Errorf("%w: end date must be after start date", ErrInvalid)
 	}
 	if spec.ExpireAfter < 0 || spec.ExpireAfter > 1000 {
-		return Schedule{}, fmt.Errorf("%w: expiry must be 1-1000 periods (or 0 for none)", ErrInvalid)
+		return 0, fmt.Errorf("%w: expiry must be 1-1000 periods (or 0 for none)", ErrInvalid)
 	}
 	if len(spec.Note) > 1000 {
-		return Schedule{}, fmt.Errorf("%w: note too long", ErrInvalid)
+		return 0, fmt.Errorf("%w: note too long", ErrInvalid)
 	}
-	tz := l.cfg.AllocationTimezone()
 	loc, err := time.LoadLocation(tz)
 	if err != nil {
-		return Schedule{}, fmt.Errorf("allocations.timezone: %w", err)
+		return 0, fmt.Errorf("%w: time zone %q: %v", ErrInvalid, tz, err)
 	}
 	p := plan{start: spec.Start.In(loc), loc: loc, frequency: spec.Frequency, total: spec.Total, amount: spec.Amount}
 	n, err := p.count(spec.End)
 	if err != nil {
-		return Schedule{}, err
+		return 0, err
 	}
 	if n == 0 {
-		return Schedule{}, fmt.Errorf("%w: no installment falls due between the start and the end", ErrInvalid)
+		return 0, fmt.Errorf("%w: no installment falls due between the start and the end", ErrInvalid)
 	}
 	if reach := decimal.Min(spec.Total, spec.Amount.Mul(decimal.NewFromInt(int64(n)))); reach.LessThan(spec.Total) {
-		return Schedule{}, fmt.Errorf("%w: the schedule ends after %d %s installments of %s (%s), short of the total %s; raise the amount, move the end or lower the total",
+		return 0, fmt.Errorf("%w: the schedule ends after %d %s installments of %s (%s), short of the total %s; raise the amount, move the end or lower the total",
 			ErrInvalid, n, spec.Frequency, spec.Amount, reach, spec.Total)
+	}
+	return n, nil
+}
+
+// CreateSchedule records an incremental allocation schedule on an account.
+// It deposits nothing itself: ProcessSchedules (or ProcessSchedule) does,
+// including installments already due. Idempotent on spec.IdempotencyKey.
+func (l *Ledger) CreateSchedule(ctx context.Context, spec ScheduleSpec) (Schedule, error) {
+	tz := l.cfg.AllocationTimezone()
+	n, err := PlanSchedule(spec, tz)
+	if err != nil {
+		return Schedule{}, err
 	}
 	a, err := l.resolve(ctx, l.pool, spec.Cluster, spec.Account)
 	if err != nil {
@@ -444,6 +455,17 @@ func (l *Ledger) ProcessSchedules(ctx context.Context, now time.Time) (ProcessRe
 			"periods_closed", len(rep.Periods))
 	}
 	return rep, nil
+}
+
+// ProcessSchedule deposits what is due at now on one schedule (the CLI
+// does this right after creating one); it leaves grant periods alone.
+func (l *Ledger) ProcessSchedule(ctx context.Context, id int64, now time.Time) (ProcessReport, error) {
+	rep := ProcessReport{Now: now, Amount: decimal.Zero}
+	err := l.InTx(ctx, func(tx pgx.Tx) error {
+		rep = ProcessReport{Now: now, Amount: decimal.Zero}
+		return l.processBatch(ctx, tx, []int64{id}, now, &rep)
+	})
+	return rep, err
 }
 
 func (l *Ledger) processBatch(ctx context.Context, tx pgx.Tx, ids []int64, now time.Time, rep *ProcessReport) error {
