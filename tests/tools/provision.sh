@@ -10,6 +10,7 @@
 #   gcc, make, git              cgo (libasbb, the race detector), the Makefile
 #   Go modules                  go mod download, so tests do not fetch mid-run
 #   Slurm                       tests/e2e/provision.sh, unless ASBB_E2E=0
+#   chromium                    tests/tools/provision-chromium.sh (HTML report test)
 #
 # Go itself must already be installed: Debian's is too old for go.mod.
 set -euo pipefail
@@ -91,4 +92,8 @@ if [ "${ASBB_E2E:-1}" != 0 ] && [ -f tests/e2e/provision.sh ]; then
 	log "tests/e2e/provision.sh (set ASBB_E2E=0 to skip Slurm)"
 	if [ -x tests/e2e/provision.sh ]; then tests/e2e/provision.sh; else sh tests/e2e/provision.sh; fi
 fi
+# --- analytics (budget/report_browser_test.go): headless chromium ---------
+# The HTML compliance report is opened in a real browser by the tests.
+tests/tools/provision-chromium.sh
+# --- end analytics ---------------------------------------------------------
 log "ready"
