@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -73,7 +74,7 @@ func New(l *budget.Ledger, cfg *budget.Config, log *slog.Logger) *Server {
 	host, _ := os.Hostname()
 	s := &Server{
 		l: l, cfg: cfg, log: log, mux: http.NewServeMux(), started: time.Now(),
-		instance: fmt.Sprintf("%s:%d", host, os.Getpid()),
+		instance: fmt.Sprintf("%s:%d:%04x", host, os.Getpid(), rand.Uint32()&0xffff),
 		wstate:   map[string]*workerState{},
 	}
 	s.metrics = newMetrics(s)
