@@ -118,8 +118,8 @@ func printConditions(w io.Writer, b budget.BurnRate, conds []budget.Condition) {
 func printBurnRate(w io.Writer, b budget.BurnRate, projection bool) {
 	m := func(d decimal.Decimal) string { return budget.FormatMoney(d.Round(2), b.Currency) }
 	loc := b.Window.From.Location()
-	fmt.Fprintf(w, "Burn rate of %s %s, %s (%s to %s, %s days)\n", b.Kind, b.Target, b.Window.Period,
-		b.Window.From.In(loc).Format("2006-01-02"), b.Window.To.In(loc).Format("2006-01-02"), b.Window.Days.Round(1))
+	fmt.Fprintf(w, "Burn rate of %s %s, %s (%s to %s, days: %s)\n", b.Kind, b.Target, b.Window.Period,
+		b.Window.From.In(loc).Format("2006-01-02 15:04"), b.Window.To.In(loc).Format("2006-01-02 15:04"), b.Window.Days.Round(1))
 	exp := "no expected rate: no end date, grant period or schedule"
 	if b.ExpectedDailyRate != nil {
 		exp = "Expected: " + m(*b.ExpectedDailyRate) + ", from " + strings.ReplaceAll(b.ExpectedSource, "_", " ")
