@@ -417,12 +417,15 @@ BEGIN
     RETURN a;
 END $$;
 
+-- PL/pgSQL rather than SQL: called from PL/pgSQL, a SQL function is planned
+-- again in every transaction; PL/pgSQL keeps its plans for the session.
 CREATE FUNCTION asbb_usage_add(p_account bigint, p_partition text, p_month date, p_delta numeric) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO partition_usage (account_id, partition, month, committed)
     VALUES (p_account, p_partition, p_month, p_delta)
-    ON CONFLICT (account_id, partition, month) DO UPDATE SET committed = partition_usage.committed + EXCLUDED.committed
-$$;
+    ON CONFLICT (account_id, partition, month) DO UPDATE SET committed = partition_usage.committed + EXCLUDED.committed;
+END $$;
 
 -- Takes a hold of p_amount (tasks x per-task estimate) on an account, or
 -- refuses with details. Idempotent on p_key. The account is named, not
