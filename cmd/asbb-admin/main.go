@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"sort"
@@ -47,7 +48,12 @@ func main() {
 }
 
 func run(ctx context.Context, args []string) int {
-	e := &env{stdout: os.Stdout, stderr: os.Stderr}
+	return runIO(ctx, args, os.Stdout, os.Stderr)
+}
+
+// runIO runs one command line, writing to the given streams.
+func runIO(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	e := &env{stdout: stdout, stderr: stderr}
 	defer e.close()
 	if len(args) == 0 || args[0] == "help" || args[0] == "--help" || args[0] == "-h" {
 		printUsage(e)
