@@ -85,7 +85,11 @@ func StateCode(name string) uint32 {
 	switch n {
 	case "PENDING":
 		return JobPending
-	case "RUNNING", "COMPLETING", "CONFIGURING":
+	case "COMPLETING":
+		// What an end-of-job hook sees: the job has ended (the epilog is
+		// part of completing); its final state is masked by the flag.
+		return JobComplete
+	case "RUNNING", "CONFIGURING":
 		return JobRunning
 	case "SUSPENDED":
 		return JobSuspended

@@ -131,48 +131,56 @@ func (c *Client) Jobs(ctx context.Context, users []string) ([]budget.SlurmJob, e
 // ErrNoSuchJob is a job Slurm does not know (any more).
 var ErrNoSuchJob = errors.New("slurm does not know the job")
 
+// JobInfo is one job as Job found it.
+type JobInfo struct {
+	Job budget.SlurmJob
+	// Trusted is set when Job came from squeue --json and so carries the
+	// job's real admin_comment.
+	Trusted bool
+	// RawAdminComment is the AdminComment field of scontrol's text: user
+	// text can forge it, so check a marker in it with
+	// budget.Ledger.MarkerFits before use.
+	RawAdminComment string
+}
+
 // Job describes one job (or array task) by its own job id. It reads
 // `scontrol show job -o ID` (cheap: one job) and falls back to the full
 // `squeue --json` listing when the text is ambiguous (user text imitating
-// a field). The text format never yields an admin_comment; trusted is
-// true when the result came from squeue --json and so carries it.
-func (c *Client) Job(ctx context.Context, id uint32) (job budget.SlurmJob, trusted bool, err error) {
+// a field ASBB reads).
+func (c *Client) Job(ctx context.Context, id uint32) (JobInfo, error) {
 	out, err := c.run(ctx, "scontrol", "show", "job", "-o", strconv.FormatUint(uint64(id), 10))
 	var ce *CommandError
 	if errors.As(err, &ce) && strings.Contains(ce.Stderr, "Invalid job id") {
-		return job, false, fmt.Errorf("job %d: %w", id, ErrNoSuchJob)
+		return JobInfo{}, fmt.Errorf("job %d: %w", id, ErrNoSuchJob)
 	}
 	if err != nil {
-		return job, false, err
+		return JobInfo{}, err
 	}
-	job, err = pickScontrol(out, id)
-	if err == nil {
-		return job, false, nil
-	}
-	if !errors.Is(err, ErrAmbiguous) {
-		return job, false, err
+	info, err := pickScontrol(out, id)
+	if err == nil || !errors.Is(err, ErrAmbiguous) {
+		return info, err
 	}
 	return c.JobJSON(ctx, id)
 }
 
 // JobJSON describes one job from `squeue --json` (trusted, with its
 // admin_comment).
-func (c *Client) JobJSON(ctx context.Context, id uint32) (budget.SlurmJob, bool, error) {
+func (c *Client) JobJSON(ctx context.Context, id uint32) (JobInfo, error) {
 	jobs, err := c.Jobs(ctx, nil)
 	if err != nil {
-		return budget.SlurmJob{}, false, err
+		return JobInfo{}, err
 	}
 	for _, j := range jobs {
 		if j.JobID == id {
-			return j, true, nil
+			return JobInfo{Job: j, Trusted: true}, nil
 		}
 	}
-	return budget.SlurmJob{}, false, fmt.Errorf("job %d: %w", id, ErrNoSuchJob)
+	return JobInfo{}, fmt.Errorf("job %d: %w", id, ErrNoSuchJob)
 }
 
 // pickScontrol finds the line of job id in scontrol's output (asking for
 // an array's id prints every task).
-func pickScontrol(out []byte, id uint32) (budget.SlurmJob, error) {
+func pickScontrol(out []byte, id uint32) (JobInfo, error) {
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -180,11 +188,11 @@ func pickScontrol(out []byte, id uint32) (budget.SlurmJob, error) {
 		if !strings.HasPrefix(line, "JobId="+strconv.FormatUint(uint64(id), 10)+" ") {
 			continue
 		}
-		j, _, err := ParseScontrolJob(line, time.UTC)
-		return j, err
+		j, rec, err := ParseScontrolJob(line, time.UTC)
+		return JobInfo{Job: j, RawAdminComment: rec.Fields["AdminComment"]}, err
 	}
 	if err := sc.Err(); err != nil {
-		return budget.SlurmJob{}, fmt.Errorf("read scontrol output: %w", err)
+		return JobInfo{}, fmt.Errorf("read scontrol output: %w", err)
 	}
-	return budget.SlurmJob{}, fmt.Errorf("job %d: %w", id, ErrNoSuchJob)
+	return JobInfo{}, fmt.Errorf("job %d: %w", id, ErrNoSuchJob)
 }

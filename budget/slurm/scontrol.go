@@ -133,10 +133,6 @@ func ParseScontrolJob(line string, loc *time.Location) (budget.SlurmJob, Scontro
 	if j.EndTime, err = parseSlurmTime(rec["EndTime"], loc); err != nil {
 		return j, r, fmt.Errorf("job %d: EndTime: %w", id, err)
 	}
-	if j.StartTime > 0 && (budget.SlurmJob{State: j.State}).Live() {
-		// A live job's EndTime is its expected end, not an end.
-		j.EndTime = 0
-	}
 	if v := rec["NumNodes"]; v != "" {
 		// "2" or "1-2" (a range while pending): the first number.
 		lo, _, _ := strings.Cut(v, "-")

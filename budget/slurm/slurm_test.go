@@ -141,7 +141,7 @@ func TestParseScontrolFixture(t *testing.T) {
 		}
 	}
 	start := time.Date(2026, 11, 27, 21, 25, 55, 0, time.UTC).Unix()
-	if j := by[2]; j.State != "RUNNING" || j.StartTime != start || j.EndTime != 0 || j.User != "root" ||
+	if j := by[2]; j.State != "RUNNING" || j.StartTime != start || j.User != "root" ||
 		j.Partition != "local" || j.Account != "" || j.Nodes != 1 || j.CPUs != 1 {
 		t.Errorf("job 2 = %+v", j)
 	}
@@ -230,20 +230,23 @@ func TestClient(t *testing.T) {
 	if jobs, err := c.Jobs(ctx, []string{"nobody"}); err != nil || len(jobs) != 0 {
 		t.Errorf("Jobs(nobody) = %d, %v", len(jobs), err)
 	}
-	j, trusted, err := c.Job(ctx, 6)
-	if err != nil || trusted || j.ArrayTaskID != 2 {
-		t.Errorf("Job(6) = %+v, %v, %v", j, trusted, err)
+	info, err := c.Job(ctx, 6)
+	if err != nil || info.Trusted || info.Job.ArrayTaskID != 2 || info.Job.AdminComment != "" {
+		t.Errorf("Job(6) = %+v, %v", info, err)
+	}
+	if info, err := c.Job(ctx, 3); err != nil || info.RawAdminComment != "asbb:42" || info.Job.AdminComment != "" {
+		t.Errorf("Job(3) = %+v, %v; want the raw comment apart", info, err)
 	}
 	// Job 2's text is not ambiguous for the keys read; its JSON is used
 	// only on ambiguity, so this comes from scontrol.
-	if j, _, err := c.Job(ctx, 2); err != nil || j.State != "RUNNING" {
-		t.Errorf("Job(2) = %+v, %v", j, err)
+	if info, err := c.Job(ctx, 2); err != nil || info.Job.State != "RUNNING" {
+		t.Errorf("Job(2) = %+v, %v", info, err)
 	}
-	if _, _, err := c.Job(ctx, 99); !errors.Is(err, ErrNoSuchJob) {
+	if _, err := c.Job(ctx, 99); !errors.Is(err, ErrNoSuchJob) {
 		t.Errorf("Job(99) err = %v, want ErrNoSuchJob", err)
 	}
-	if j, trusted, err := c.JobJSON(ctx, 5); err != nil || !trusted || j.AdminComment != "asbb:42" {
-		t.Errorf("JobJSON(5) = %+v, %v, %v", j, trusted, err)
+	if info, err := c.JobJSON(ctx, 5); err != nil || !info.Trusted || info.Job.AdminComment != "asbb:42" {
+		t.Errorf("JobJSON(5) = %+v, %v", info, err)
 	}
 }
 
@@ -262,7 +265,7 @@ func TestClientTimeoutAndFailure(t *testing.T) {
 	if el := time.Since(start); el > 5*time.Second {
 		t.Errorf("Jobs took %s despite a 200ms timeout", el)
 	}
-	_, _, err = c.Job(context.Background(), 5)
+	_, err = c.Job(context.Background(), 5)
 	var ce *CommandError
 	if !errors.As(err, &ce) || errors.Is(err, ErrNoSuchJob) {
 		t.Errorf("Job err = %v, want a CommandError that is not ErrNoSuchJob", err)
