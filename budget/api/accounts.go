@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/asbb/asbb/budget"
@@ -80,9 +81,15 @@ func accountJSON(a budget.Account, sum allocSummary) AccountJSON {
 // allocSummaries reads total allocated, schedule use and the next pending
 // allocation for the given accounts (all when ids is nil).
 func (s *Server) allocSummaries(ctx context.Context, ids []int64) (map[int64]allocSummary, error) {
-	rows, err := s.l.Pool().Query(ctx, `SELECT account_id, sum(amount), bool_or(schedule_id IS NOT NULL),
-			min(starts_at) FILTER (WHERE status = 'pending')
-		FROM allocations WHERE $1::bigint[] IS NULL OR account_id = ANY($1) GROUP BY account_id`, ids)
+	// An account has an incremental budget when it has an allocation
+	// schedule; its next allocation is the earliest pending deposit or
+	// running schedule's next installment.
+	rows, err := s.l.Pool().Query(ctx, `SELECT account_id, sum(total), bool_or(incremental), min(next) FROM (
+			SELECT account_id, amount AS total, false AS incremental, CASE WHEN status = 'pending' THEN starts_at END AS next
+			FROM allocations
+			UNION ALL
+			SELECT account_id, 0, true, CASE WHEN NOT paused THEN next_due END FROM allocation_schedules
+		) x WHERE $1::bigint[] IS NULL OR account_id = ANY($1) GROUP BY account_id`, ids)
 	if err != nil {
 		return nil, budget.DBErr("summarise allocations", err)
 	}
@@ -144,9 +151,12 @@ func (s *Server) showAccount(w http.ResponseWriter, r *http.Request) error {
 	return s.accountReply(r.Context(), w, http.StatusOK, a)
 }
 
-// AllocationSchedule is the original's incremental-budget schedule. The
-// schedule processor (grants/schedules) registers ScheduleHook to honour
-// it; without one, a create that carries a schedule is refused.
+// AllocationSchedule is the original's incremental-budget schedule,
+// honoured as a budget allocation schedule (budget.Ledger.CreateSchedule):
+// allocation_amount every allocation_frequency (daily, weekly, monthly,
+// quarterly, yearly) from start_date until total_budget is reached or
+// end_date. auto_allocate deposits the installments already due at once;
+// otherwise the schedule processor does.
 type AllocationSchedule struct {
 	TotalBudget         Amount `json:"total_budget"`
 	AllocationAmount    Amount `json:"allocation_amount"`
@@ -156,9 +166,29 @@ type AllocationSchedule struct {
 	AutoAllocate        bool   `json:"auto_allocate"`
 }
 
-// ScheduleHook creates an allocation schedule for a new account. It is set
-// by the package that owns schedules (nil: schedules are refused).
-var ScheduleHook func(ctx context.Context, l *budget.Ledger, account budget.Account, sched AllocationSchedule, actor string) error
+func (a AllocationSchedule) spec(account, cluster, actor string) (budget.ScheduleSpec, error) {
+	spec := budget.ScheduleSpec{Cluster: cluster, Account: account, Frequency: strings.ToLower(a.AllocationFrequency),
+		Actor: actor, Note: "allocation_schedule over the API"}
+	var err error
+	if spec.Total, err = a.TotalBudget.Positive("allocation_schedule.total_budget"); err != nil {
+		return spec, err
+	}
+	if spec.Amount, err = a.AllocationAmount.Positive("allocation_schedule.allocation_amount"); err != nil {
+		return spec, err
+	}
+	start, err := a.StartDate.Get("allocation_schedule.start_date")
+	if err != nil {
+		return spec, err
+	}
+	if start == nil {
+		return spec, invalid("allocation_schedule.start_date", "allocation_schedule.start_date is required")
+	}
+	spec.Start = *start
+	if spec.End, err = a.EndDate.Get("allocation_schedule.end_date"); err != nil {
+		return spec, err
+	}
+	return spec, nil
+}
 
 // AccountCreate is the body of POST /api/v1/accounts.
 type AccountCreate struct {
@@ -226,16 +256,32 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) error {
 	if spec.EndsAt, err = req.EndDate.Get("end_date"); err != nil {
 		return err
 	}
-	if req.AllocationSchedule != nil && ScheduleHook == nil {
-		return invalid("allocation_schedule", "allocation schedules are not available in this build; create the account, then add its schedule")
+	var sched *budget.ScheduleSpec
+	if req.AllocationSchedule != nil {
+		// Validated before the account exists, so a bad schedule changes
+		// nothing.
+		sp, err := req.AllocationSchedule.spec(req.SlurmAccount, req.Cluster, actorOf(r))
+		if err != nil {
+			return err
+		}
+		if _, err := budget.PlanSchedule(sp, s.cfg.AllocationTimezone()); err != nil {
+			return fieldErr("allocation_schedule", err)
+		}
+		sched = &sp
 	}
 	a, err := s.l.CreateAccount(r.Context(), spec)
 	if err != nil {
 		return fieldErr("slurm_account", err)
 	}
-	if req.AllocationSchedule != nil {
-		if err := ScheduleHook(r.Context(), s.l, a, *req.AllocationSchedule, actorOf(r)); err != nil {
-			return err
+	if sched != nil {
+		sc, err := s.l.CreateSchedule(r.Context(), *sched)
+		if err != nil {
+			return fieldErr("allocation_schedule", err)
+		}
+		if req.AllocationSchedule.AutoAllocate {
+			if _, err := s.l.ProcessSchedule(r.Context(), sc.ID, time.Now()); err != nil {
+				return err
+			}
 		}
 		if a, err = s.l.GetAccount(r.Context(), a.Cluster, a.SlurmAccount); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/asbb/asbb/budget"
 )
@@ -153,4 +154,25 @@ func TestTransactionsFiltersAndCursor(t *testing.T) {
 	}
 	_ = strconv.Itoa
 	_ = budget.ErrInvalid
+}
+
+func TestAccountCreateHonoursAllocationSchedule(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "")
+	start := time.Now().UTC().AddDate(0, 0, -1).Format("2006-01-02")
+	before := e.snapshot()
+	e.do("POST", "/api/v1/accounts", "admin", `{"slurm_account":"inc","allocation_schedule":{"total_budget":1200,
+		"allocation_amount":100,"allocation_frequency":"hourly","start_date":"`+start+`","auto_allocate":true}}`).
+		wantError(t, 400, "VALIDATION_ERROR")
+	if e.snapshot() != before {
+		t.Fatal("a bad schedule created the account")
+	}
+	r := e.do("POST", "/api/v1/accounts", "admin", `{"slurm_account":"inc","budget_limit":0,"has_incremental_budget":true,
+		"allocation_schedule":{"total_budget":1200,"allocation_amount":100,"allocation_frequency":"monthly",
+		"start_date":"`+start+`","auto_allocate":true}}`).want(t, 201)
+	if r.at("has_incremental_budget") != true || r.str("next_allocation_date") == "" {
+		t.Fatalf("schedule: %s", r.body)
+	}
+	wantNum(t, r, "budget_limit", "100") // the first installment fell due yesterday
+	e.verify()
 }
