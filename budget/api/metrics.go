@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,7 @@ type metrics struct {
 	httpDuration     *prometheus.HistogramVec
 	workerRuns       *prometheus.CounterVec
 	workerLast       *prometheus.GaugeVec
+	collectors       []prometheus.Collector
 }
 
 // latencyBuckets span a durable hold's 0.5 ms to a contended second.
@@ -61,13 +63,33 @@ func newMetrics(s *Server) *metrics {
 		Help: "Background worker runs by worker and result (ok, error, skipped: another instance held the lock)."}, []string{"worker", "result"})
 	m.workerLast = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "asbb_worker_last_success_timestamp_seconds",
 		Help: "Unix time of each worker's last successful run."}, []string{"worker"})
-	for _, c := range []prometheus.Collector{m.holds, m.denials, m.settlements, m.holdLatency, m.settleLatency, m.asbx,
+	m.collectors = []prometheus.Collector{m.holds, m.denials, m.settlements, m.holdLatency, m.settleLatency, m.asbx,
 		m.spoolBacklog, m.recoveryReleases, m.httpRequests, m.httpDuration, m.workerRuns, m.workerLast,
 		&ledgerCollector{s: s},
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	for _, c := range m.collectors {
 		f(c)
 	}
 	return m
+}
+
+// describe sends the descriptions of every metric the service registers
+// (the contrib test checks dashboards and alert rules against them).
+func (m *metrics) describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors {
+		c.Describe(ch)
+	}
+}
+
+// descName is a description's metric name (Desc has no accessor for it).
+func descName(d *prometheus.Desc) string {
+	s := d.String()
+	_, rest, ok := strings.Cut(s, `fqName: "`)
+	if !ok {
+		return ""
+	}
+	name, _, _ := strings.Cut(rest, `"`)
+	return name
 }
 
 func (m *metrics) observeHTTP(method, route string, code int, d time.Duration) {

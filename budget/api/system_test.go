@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/asbb/asbb/budget"
 	"github.com/asbb/asbb/budget/pgtest"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestHealthVersionAndRequestIDs(t *testing.T) {
@@ -206,4 +209,45 @@ func TestClientReconcileSettlesAndReportsOutages(t *testing.T) {
 	wantDec(t, "spent", e.get("acct").Spent, "2.5")
 	e.verify()
 	_ = strconv.Itoa
+}
+
+// The Grafana dashboard and the alert rules in contrib/ use only metric
+// names the service exports.
+func TestContribUsesRealMetricNames(t *testing.T) {
+	t.Parallel()
+	cfg, _ := budget.ParseConfig(testConfig)
+	s := New(budget.New(nil, cfg, nil), cfg, nil)
+	known := map[string]bool{}
+	for _, d := range []string{"asbb_holds_total", "asbb_denials_total", "asbb_settlements_total", "asbb_hold_duration_seconds",
+		"asbb_settle_duration_seconds", "asbb_asbx_reconciliations_total", "asbb_spool_backlog", "asbb_recovery_releases_total",
+		"asbb_http_requests_total", "asbb_http_request_duration_seconds", "asbb_worker_runs_total",
+		"asbb_worker_last_success_timestamp_seconds", "asbb_account_deposited", "asbb_account_spent", "asbb_account_held",
+		"asbb_account_available", "asbb_budget_accounts_total", "asbb_active_holds", "asbb_database_up"} {
+		known[d] = true
+	}
+	// Every name above must really be registered: describe the registry.
+	ch := make(chan *prometheus.Desc, 1000)
+	go func() { s.metrics.describe(ch); close(ch) }()
+	registered := map[string]bool{}
+	for d := range ch {
+		registered[descName(d)] = true
+	}
+	for n := range known {
+		if !registered[n] && strings.HasPrefix(n, "asbb_") {
+			t.Errorf("%s is not registered", n)
+		}
+	}
+	re := regexp.MustCompile(`asbb_[a-z_]+`)
+	for _, f := range []string{"../../contrib/grafana/asbb-dashboard.json", "../../contrib/prometheus/asbb-alerts.yml"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range re.FindAllString(string(b), -1) {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(m, "_bucket"), "_count"), "_sum")
+			if !registered[base] {
+				t.Errorf("%s uses %s, which the service does not export", f, m)
+			}
+		}
+	}
 }
