@@ -108,7 +108,10 @@ func (j SlurmJob) BindID() string {
 
 // End is the job's settlement record.
 func (j SlurmJob) End() JobEnd {
-	e := JobEnd{Cluster: j.Cluster, JobID: j.JobID, ArrayJobID: j.ArrayJobID, ArrayTaskID: j.ArrayTaskID,
+	// Cluster stays empty: every settlement path (jobcomp, the epilogs,
+	// recovery) must key a job by the same cluster string, the configured
+	// cluster.name, or a job would be charged once per spelling.
+	e := JobEnd{JobID: j.JobID, ArrayJobID: j.ArrayJobID, ArrayTaskID: j.ArrayTaskID,
 		Account: j.Account, Partition: j.Partition, User: j.User, AdminComment: j.AdminComment,
 		StartTime: j.StartTime, EndTime: j.EndTime, State: StateCode(j.State), Nodes: j.Nodes, CPUs: j.CPUs,
 		TresAlloc: j.TresAlloc}
