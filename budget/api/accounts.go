@@ -151,12 +151,12 @@ func (s *Server) showAccount(w http.ResponseWriter, r *http.Request) error {
 	return s.accountReply(r.Context(), w, http.StatusOK, a)
 }
 
-// AllocationSchedule is the original's incremental-budget schedule,
-// honoured as a budget allocation schedule (budget.Ledger.CreateSchedule):
+// AllocationSchedule is the original's incremental-budget schedule:
 // allocation_amount every allocation_frequency (daily, weekly, monthly,
 // quarterly, yearly) from start_date until total_budget is reached or
-// end_date. auto_allocate deposits the installments already due at once;
-// otherwise the schedule processor does.
+// end_date. The package file that owns schedules (grants.go) sets
+// ScheduleHook to create it; without a hook a create carrying a schedule is
+// refused.
 type AllocationSchedule struct {
 	TotalBudget         Amount `json:"total_budget"`
 	AllocationAmount    Amount `json:"allocation_amount"`
@@ -164,6 +164,25 @@ type AllocationSchedule struct {
 	StartDate           Date   `json:"start_date"`
 	EndDate             Date   `json:"end_date"`
 	AutoAllocate        bool   `json:"auto_allocate"`
+}
+
+// ScheduleHook creates an account's allocation schedule after the account
+// (set by grants.go).
+var ScheduleHook func(ctx context.Context, l *budget.Ledger, account budget.Account, sched AllocationSchedule, actor string) error
+
+// precheck validates a schedule before its account is created, so that a
+// bad schedule changes nothing. Dates are read as UTC here; the hook reads
+// them in the allocation zone and stays the authority.
+func (a AllocationSchedule) precheck(cfg *budget.Config, account string) error {
+	spec, err := a.spec(account, "", "")
+	if err != nil {
+		return err
+	}
+	if spec.Start.IsZero() {
+		spec.Start = time.Now()
+	}
+	_, err = budget.PlanSchedule(spec, cfg.AllocationTimezone())
+	return fieldErr("allocation_schedule", err)
 }
 
 func (a AllocationSchedule) spec(account, cluster, actor string) (budget.ScheduleSpec, error) {
@@ -180,10 +199,9 @@ func (a AllocationSchedule) spec(account, cluster, actor string) (budget.Schedul
 	if err != nil {
 		return spec, err
 	}
-	if start == nil {
-		return spec, invalid("allocation_schedule.start_date", "allocation_schedule.start_date is required")
+	if start != nil {
+		spec.Start = *start
 	}
-	spec.Start = *start
 	if spec.End, err = a.EndDate.Get("allocation_schedule.end_date"); err != nil {
 		return spec, err
 	}
@@ -256,32 +274,21 @@ func (s *Server) createAccount(w http.ResponseWriter, r *http.Request) error {
 	if spec.EndsAt, err = req.EndDate.Get("end_date"); err != nil {
 		return err
 	}
-	var sched *budget.ScheduleSpec
 	if req.AllocationSchedule != nil {
-		// Validated before the account exists, so a bad schedule changes
-		// nothing.
-		sp, err := req.AllocationSchedule.spec(req.SlurmAccount, req.Cluster, actorOf(r))
-		if err != nil {
+		if ScheduleHook == nil {
+			return invalid("allocation_schedule", "allocation schedules are not available in this build")
+		}
+		if err := req.AllocationSchedule.precheck(s.cfg, req.SlurmAccount); err != nil {
 			return err
 		}
-		if _, err := budget.PlanSchedule(sp, s.cfg.AllocationTimezone()); err != nil {
-			return fieldErr("allocation_schedule", err)
-		}
-		sched = &sp
 	}
 	a, err := s.l.CreateAccount(r.Context(), spec)
 	if err != nil {
 		return fieldErr("slurm_account", err)
 	}
-	if sched != nil {
-		sc, err := s.l.CreateSchedule(r.Context(), *sched)
-		if err != nil {
-			return fieldErr("allocation_schedule", err)
-		}
-		if req.AllocationSchedule.AutoAllocate {
-			if _, err := s.l.ProcessSchedule(r.Context(), sc.ID, time.Now()); err != nil {
-				return err
-			}
+	if req.AllocationSchedule != nil {
+		if err := ScheduleHook(r.Context(), s.l, a, *req.AllocationSchedule, actorOf(r)); err != nil {
+			return err
 		}
 		if a, err = s.l.GetAccount(r.Context(), a.Cluster, a.SlurmAccount); err != nil {
 			return err
