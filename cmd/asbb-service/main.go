@@ -10,9 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/asbb/asbb/budget"
 	"github.com/asbb/asbb/budget/api"
+	asbbsql "github.com/asbb/asbb/sql"
+	"github.com/jackc/pgx/v5"
 	"github.com/spf13/pflag"
 )
 
@@ -33,6 +36,7 @@ func run(ctx context.Context, args []string) error {
 	configPath := fs.String("config", "", "config file (default $ASBB_CONFIG or "+budget.DefaultConfigPath+")")
 	listen := fs.String("listen", "", "address to listen on (overrides service.listen_addr)")
 	version := fs.Bool("version", false, "print the version and exit")
+	migrate := fs.Bool("migrate", true, "apply pending schema migrations at start (safe with several instances: the migrator takes an advisory lock)")
 	if err := fs.Parse(args); err != nil {
 		if err == pflag.ErrHelp {
 			return nil
@@ -52,6 +56,11 @@ func run(ctx context.Context, args []string) error {
 		cfg.Service.ListenAddr = *listen
 	}
 	log := newLogger(cfg)
+	if *migrate {
+		if err := migrateSchema(ctx, cfg); err != nil {
+			return err
+		}
+	}
 	l, err := budget.Open(ctx, cfg, log)
 	if err != nil {
 		return err
@@ -72,4 +81,20 @@ func newLogger(cfg *budget.Config) *slog.Logger {
 		}
 	}
 	return slog.New(slog.NewJSONHandler(out, &slog.HandlerOptions{Level: level}))
+}
+
+// migrateSchema brings the schema up to date, so a database URL is all the
+// service needs.
+func migrateSchema(ctx context.Context, cfg *budget.Config) error {
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	conn, err := pgx.Connect(cctx, cfg.Database.URL)
+	if err != nil {
+		return fmt.Errorf("connect to migrate the schema: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := asbbsql.Migrate(cctx, conn); err != nil {
+		return fmt.Errorf("migrate the schema: %w", err)
+	}
+	return nil
 }
