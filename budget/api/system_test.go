@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -248,6 +249,49 @@ func TestContribUsesRealMetricNames(t *testing.T) {
 			if !registered[base] {
 				t.Errorf("%s uses %s, which the service does not export", f, m)
 			}
+		}
+	}
+}
+
+// On shutdown (SIGTERM cancels Run's context) an in-flight request
+// finishes, the workers stop and Serve returns cleanly.
+func TestShutdownLetsInFlightRequestsFinish(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "", func(c *budget.Config) { c.Service.ShutdownTimeout.Duration = 5 * time.Second })
+	started := make(chan struct{})
+	e.s.handle("GET /test/slow", RoleNone, func(w http.ResponseWriter, r *http.Request) error {
+		close(started)
+		time.Sleep(300 * time.Millisecond)
+		return reply(w, 200, map[string]bool{"done": true})
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- e.s.Serve(ctx, ln) }()
+	got := make(chan int, 1)
+	go func() {
+		res, err := http.Get("http://" + ln.Addr().String() + "/test/slow")
+		if err != nil {
+			got <- -1
+			return
+		}
+		res.Body.Close()
+		got <- res.StatusCode
+	}()
+	<-started
+	stop()
+	if code := <-got; code != 200 {
+		t.Fatalf("in-flight request got %d", code)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	for name, st := range e.s.workerHealth() {
+		if st != "stopping" {
+			t.Errorf("worker %s is %s after shutdown", name, st)
 		}
 	}
 }
