@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -428,21 +429,56 @@ func (l *Ledger) ProcessSchedules(ctx context.Context, now time.Time) (ProcessRe
 	if err != nil {
 		return rep, dbErr("find due schedules", err)
 	}
+	// Batches run on a few connections at once (they lock disjoint
+	// schedules, and accounts in one global order, so they cannot
+	// deadlock); each is its own transaction.
+	var batches [][]int64
 	for i := 0; i < len(ids); i += processBatch {
-		batch := ids[i:min(i+processBatch, len(ids))]
-		var br ProcessReport
-		err := l.InTx(ctx, func(tx pgx.Tx) error {
-			br = ProcessReport{Amount: decimal.Zero}
-			return l.processBatch(ctx, tx, batch, now, &br)
-		})
-		if err != nil {
-			return rep, err
-		}
-		rep.Schedules += br.Schedules
-		rep.Installments += br.Installments
-		rep.Duplicates += br.Duplicates
-		rep.Completed += br.Completed
-		rep.Amount = rep.Amount.Add(br.Amount)
+		batches = append(batches, ids[i:min(i+processBatch, len(ids))])
+	}
+	workers := min(len(batches), max(1, int(l.pool.Config().MaxConns)/2), 4)
+	var (
+		mu       sync.Mutex
+		firstErr error
+		next     int
+		wg       sync.WaitGroup
+	)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				mu.Lock()
+				if next >= len(batches) || firstErr != nil {
+					mu.Unlock()
+					return
+				}
+				batch := batches[next]
+				next++
+				mu.Unlock()
+				var br ProcessReport
+				err := l.InTx(ctx, func(tx pgx.Tx) error {
+					br = ProcessReport{Amount: decimal.Zero}
+					return l.processBatch(ctx, tx, batch, now, &br)
+				})
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				if err == nil {
+					rep.Schedules += br.Schedules
+					rep.Installments += br.Installments
+					rep.Duplicates += br.Duplicates
+					rep.Completed += br.Completed
+					rep.Amount = rep.Amount.Add(br.Amount)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return rep, firstErr
 	}
 	closed, err := l.ClosePeriods(ctx, now, "asbb")
 	rep.Periods = closed

@@ -88,6 +88,7 @@ func New(l *budget.Ledger, cfg *budget.Config, log *slog.Logger) *Server {
 		s.routesAllocations,
 		s.routesTransactions,
 		s.routesASBX,
+		s.routesGrants,
 	} {
 		area()
 	}

@@ -60,6 +60,9 @@ func (s *Server) defaultWorkers() {
 	s.AddWorker(Worker{Name: "asbx_pending", Interval: svc.ASBXInterval.Duration, Fn: s.retryPendingASBX})
 	s.AddWorker(Worker{Name: "spool_replay", Interval: svc.SpoolInterval.Duration, Fn: s.replaySpool})
 	s.AddWorker(Worker{Name: "recovery", Interval: s.cfg.Recovery.Interval.Duration, Fn: s.recoverHolds})
+	if s.cfg.Allocations.AutoProcess {
+		s.AddWorker(Worker{Name: "allocations", Interval: s.cfg.Allocations.ProcessInterval.Duration, Fn: s.processSchedules})
+	}
 }
 
 // replaySpool settles the records asbb-epilog spooled while the database
