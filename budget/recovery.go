@@ -118,8 +118,10 @@ func (j SlurmJob) End() JobEnd {
 	if e.ArrayJobID == 0 {
 		e.ArrayTaskID = NoVal
 	}
-	if e.StartTime > 0 && e.EndTime < e.StartTime {
-		e.EndTime = e.StartTime
+	if e.StartTime > 0 && e.EndTime <= e.StartTime {
+		// Never ran (cancelled while pending shows start == end): key it
+		// as jobcomp.lua does, start 0, so both settle the same record.
+		e.StartTime, e.EndTime = 0, max(e.EndTime, e.StartTime)
 	}
 	return e
 }
