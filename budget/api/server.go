@@ -89,6 +89,8 @@ func New(l *budget.Ledger, cfg *budget.Config, log *slog.Logger) *Server {
 		s.routesTransactions,
 		s.routesASBX,
 		s.routesGrants,
+		s.routesAnalytics,
+		s.routesASBA,
 	} {
 		area()
 	}
