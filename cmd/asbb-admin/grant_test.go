@@ -2,8 +2,8 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,8 +14,8 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// grantsCLI points the CLI at a fresh database and runs commands in-process
-// through run(ctx, args), capturing what they print.
+// grantsCLI points the CLI at a fresh database and runs commands in-process,
+// capturing what they print.
 type grantsCLI struct {
 	t   *testing.T
 	url string
@@ -43,25 +43,13 @@ func newGrantsCLI(t *testing.T) *grantsCLI {
 	return &grantsCLI{t: t, url: url, l: l}
 }
 
-// run runs one command line and returns its exit code, stdout and stderr.
+// run runs one command line in-process (runIO is run with its output
+// captured) and returns its exit code, stdout and stderr.
 func (c *grantsCLI) run(args ...string) (int, string, string) {
 	c.t.Helper()
-	outR, outW, _ := os.Pipe()
-	errR, errW, _ := os.Pipe()
-	stdout, stderr := os.Stdout, os.Stderr
-	os.Stdout, os.Stderr = outW, errW
-	done := make(chan [2]string)
-	go func() {
-		o, _ := io.ReadAll(outR)
-		e, _ := io.ReadAll(errR)
-		done <- [2]string{string(o), string(e)}
-	}()
-	code := run(context.Background(), args)
-	os.Stdout, os.Stderr = stdout, stderr
-	outW.Close()
-	errW.Close()
-	res := <-done
-	return code, res[0], res[1]
+	var out, errOut bytes.Buffer
+	code := runIO(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
 }
 
 // shellWords splits a command line the way sh does for the quoting used in
