@@ -402,3 +402,135 @@ func TestGrantLinksDoNotOverlap(t *testing.T) {
 	}
 	mustVerify(t, l)
 }
+
+// Property: whatever moves on a grant-funded account — holds, increases and
+// decreases, array tasks settling one by one, charges without a hold,
+// corrections, refunds, releases — the period holds exactly the account's
+// held × factor and has spent exactly its spent × factor.
+func TestGrantFollowsEveryKindOfLedgerRow(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	currentGrant(t, l, "G-ALL", "all", "0.55", true)
+	if _, err := l.SetPeriodBudget(ctx, "G-ALL", 2, dec("0"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.SetPeriodBudget(ctx, "G-ALL", 1, dec("200"), "test"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(step string) {
+		t.Helper()
+		a := account(t, l, "all")
+		p := periods(t, l, "G-ALL")[0]
+		if !p.Held.Equal(a.Held.Mul(dec("1.55"))) || !p.Spent.Equal(a.Spent.Mul(dec("1.55"))) {
+			t.Fatalf("%s: period held %s spent %s; account held %s spent %s (× 1.55)", step, p.Held, p.Spent, a.Held, a.Spent)
+		}
+		mustVerify(t, l)
+	}
+	h, err := l.PlaceHold(ctx, budget.HoldRequest{Account: "all", Partition: "cpu-aws", Amount: dec("30.000001"), Tasks: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("hold")
+	if err := l.AdjustHold(ctx, h.HoldID, dec("45"), 3, nil, nil, "test", "longer"); err != nil {
+		t.Fatal(err)
+	}
+	check("increase")
+	var den *budget.Denial
+	if err := l.AdjustHold(ctx, h.HoldID, dec("200"), 3, nil, nil, "test", "much longer"); !errors.As(err, &den) || den.Code != "grant_period" {
+		t.Fatalf("an increase beyond the period: %v", err)
+	}
+	if err := l.AdjustHold(ctx, h.HoldID, dec("36"), 3, nil, nil, "test", "shorter"); err != nil {
+		t.Fatal(err)
+	}
+	check("decrease")
+	for task := 0; task < 3; task++ {
+		if _, err := l.Settle(ctx, budget.SettleRequest{HoldID: h.HoldID, JobID: "9", ArrayTaskID: task, Actual: dec("7.333333")}); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("array task %d", task))
+	}
+	s, err := l.Settle(ctx, budget.SettleRequest{Account: "all", JobID: "10", ArrayTaskID: -1, Actual: dec("3.10")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("charge without a hold")
+	if _, err := l.Correct(ctx, s.ChargeID, dec("4.25"), "asbx", "actual cost", "asbx:10"); err != nil {
+		t.Fatal(err)
+	}
+	check("correction")
+	if err := l.Refund(ctx, s.ChargeID, dec("1.25"), "test", "partial refund", ""); err != nil {
+		t.Fatal(err)
+	}
+	check("refund")
+	h2, err := l.PlaceHold(ctx, budget.HoldRequest{Account: "all", Partition: "cpu-aws", Amount: dec("12"), Tasks: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.ReleaseHold(ctx, h2.HoldID, "test", "cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	check("release")
+	// Deposits and withdrawals do not touch the grant.
+	if err := l.Withdraw(ctx, "", "all", dec("5"), "test", "return", ""); err != nil {
+		t.Fatal(err)
+	}
+	check("withdraw")
+}
+
+func TestHoldsOutsideAnActiveGrantAreRefused(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	mustGrant(t, l, budget.GrantSpec{Number: "OLD", Agency: "NSF", PI: "P", Amount: dec("1000"),
+		Start: date(t, "2020-01-01"), End: date(t, "2021-12-31"), PeriodMonths: 12})
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "late", Budget: dec("1000")})
+	if err := l.LinkGrant(ctx, "OLD", "", "late", "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.PlaceHold(ctx, budget.HoldRequest{Account: "late", Partition: "cpu-aws", Amount: dec("1"), Tasks: 1})
+	var den *budget.Denial
+	if !errors.As(err, &den) || den.Code != "grant_period" || !strings.Contains(den.UserMessage(), "OLD (ended 2021-12-31)") {
+		t.Fatalf("hold after the grant's end: %v", err)
+	}
+	currentGrant(t, l, "SUSP", "susp", "0", true)
+	st := "suspended"
+	if _, err := l.UpdateGrant(ctx, "SUSP", budget.GrantPatch{Status: &st}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.PlaceHold(ctx, budget.HoldRequest{Account: "susp", Partition: "cpu-aws", Amount: dec("1"), Tasks: 1})
+	if !errors.As(err, &den) || !strings.Contains(den.UserMessage(), "grant is suspended") {
+		t.Fatalf("hold on a suspended grant: %v", err)
+	}
+	// The last period of a grant closes only once its holds are gone.
+	act := "active"
+	if _, err := l.UpdateGrant(ctx, "SUSP", budget.GrantPatch{Status: &act}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := l.PlaceHold(ctx, budget.HoldRequest{Account: "susp", Partition: "cpu-aws", Amount: dec("1"), Tasks: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	far := time.Now().AddDate(2, 0, 0)
+	rep := mustProcess(t, l, far)
+	last := rep.Periods[len(rep.Periods)-1]
+	if last.Grant != "SUSP" || last.Period != 12 || last.Outcome != "active_holds" {
+		t.Fatalf("last period with a hold: %+v", last)
+	}
+	ps := periods(t, l, "SUSP")
+	if ps[11].Status != "open" || !ps[11].Held.Equal(dec("1")) || ps[10].Status != "closed" {
+		t.Fatalf("the hold should have moved to the last period, still open: %+v", ps[10:])
+	}
+	if _, err := l.ReleaseHold(ctx, h.HoldID, "test", "done"); err != nil {
+		t.Fatal(err)
+	}
+	rep = mustProcess(t, l, far)
+	if len(rep.Periods) != 1 || rep.Periods[0].Outcome != "closed" {
+		t.Fatalf("close after release: %+v", rep.Periods)
+	}
+	// The last period's rest lapses, carry-forward or not.
+	if !rep.Periods[0].Lapsed.IsPositive() || !rep.Periods[0].Carried.IsZero() {
+		t.Fatalf("last period: %+v", rep.Periods[0])
+	}
+	mustVerify(t, l)
+}
