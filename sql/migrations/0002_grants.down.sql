@@ -15,7 +15,6 @@ DROP TABLE IF EXISTS grant_holds;
 DROP TABLE IF EXISTS grant_accounts;
 DROP TABLE IF EXISTS grant_periods;
 DROP TABLE IF EXISTS grants;
-DROP INDEX IF EXISTS allocations_schedule;
 DROP INDEX IF EXISTS allocations_installment;
 ALTER TABLE allocations DROP CONSTRAINT IF EXISTS allocations_schedule_fk;
 DROP TABLE IF EXISTS allocation_schedules;

@@ -46,8 +46,8 @@ CREATE INDEX allocation_schedules_account ON allocation_schedules (account_id);
 
 ALTER TABLE allocations ADD CONSTRAINT allocations_schedule_fk
     FOREIGN KEY (schedule_id) REFERENCES allocation_schedules(id);
+-- Also serves lookups by schedule_id alone (its leading column).
 CREATE UNIQUE INDEX allocations_installment ON allocations (schedule_id, installment) WHERE schedule_id IS NOT NULL;
-CREATE INDEX allocations_schedule ON allocations (schedule_id) WHERE schedule_id IS NOT NULL;
 
 CREATE TABLE grants (
     id             bigserial PRIMARY KEY,
