@@ -36,6 +36,12 @@ GOFILES = $(wildcard $(shell git ls-files -co --exclude-standard -- '*.go' 2>/de
 
 .DEFAULT_GOAL := help
 
+# libasbb.so (cgo/build.mk: lib, test-abi) and what Slurm loads
+# (slurmhooks/build.mk: hooks, hooks-check, hooks-install); both build into
+# LIBDIR (default build/).
+include cgo/build.mk
+include slurmhooks/build.mk
+
 .PHONY: help
 help: ## list the targets
 	@echo 'usage: make TARGET [VAR=value...]'
@@ -45,9 +51,36 @@ help: ## list the targets
 	@echo 'variables: GO PREFIX DESTDIR TESTFLAGS TEST_TIMEOUT FUZZ_TARGETS FUZZTIME BENCH BENCHTIME BENCHCOUNT'
 
 .PHONY: build
-build: ## build every package; commands go into bin/
+build: ## build the commands into bin/ (asbb-admin, asbb-service, asbb-epilog, asbb-demo)
 	@mkdir -p bin
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./...
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+.PHONY: plugins
+plugins: lib hooks ## build libasbb.so, the job_submit/asbb plugin and the Lua module into build/
+
+# Where `make install` puts things. The plugin and the Lua module are linked
+# with an rpath to LIB_INSTALL_DIR, so they are rebuilt for it.
+LIB_INSTALL_DIR ?= $(PREFIX)/lib/asbb
+SHARE_INSTALL_DIR ?= $(PREFIX)/share/asbb
+
+# install_by_rename SRC DIR NAME MODE: copy to a temporary name, then rename
+# over the target, so a running slurmctld that has the old file mapped keeps
+# its (unlinked) copy instead of seeing it rewritten under it.
+install_by_rename = install -d $(2) && install -m $(4) $(1) $(2)/.$(3).new && mv -f $(2)/.$(3).new $(2)/$(3)
+
+.PHONY: install
+install: build lib ## install binaries, libasbb.so, the plugin, the Lua module and hooks (PREFIX, DESTDIR)
+	$(MAKE) --no-print-directory hooks HOOKS_OUT=$(CURDIR)/build/install ASBB_RPATH=$(LIB_INSTALL_DIR)
+	$(call install_by_rename,$(LIBASBB),$(DESTDIR)$(LIB_INSTALL_DIR),libasbb.so,0755)
+	install -d $(DESTDIR)$(LIB_INSTALL_DIR)/include && install -m 0644 cgo/asbb.h $(DESTDIR)$(LIB_INSTALL_DIR)/include/asbb.h
+	$(MAKE) --no-print-directory hooks-install HOOKS_OUT=$(CURDIR)/build/install ASBB_RPATH=$(LIB_INSTALL_DIR) \
+		PLUGIN_INSTALL_DIR=$(LIB_INSTALL_DIR)/slurm LUA_CMOD_DIR=$(PREFIX)/lib/lua/5.1
+	for b in asbb-admin asbb-service asbb-epilog; do \
+		$(call install_by_rename,bin/$$b,$(DESTDIR)$(BINDIR),$$b,0755) || exit 1; \
+	done
+	install -d $(DESTDIR)$(SHARE_INSTALL_DIR)
+	install -m 0644 slurmhooks/lua/job_submit.lua slurmhooks/lua/jobcomp.lua etc/asbb.toml.example $(DESTDIR)$(SHARE_INSTALL_DIR)/
+	@echo "installed under $(DESTDIR)$(PREFIX); copy $(SHARE_INSTALL_DIR)/*.lua next to slurm.conf for the Lua path"
 
 .PHONY: provision
 provision: ## install what building and testing need (idempotent; root installs)
