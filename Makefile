@@ -113,6 +113,17 @@ fuzz: ## run each FUZZ_TARGETS entry for FUZZTIME
 bench: ## run benchmarks (BENCH=regexp BENCHTIME=1s BENCHCOUNT=1)
 	$(GO) test -run='^$$' -bench='$(BENCH)' -benchtime=$(BENCHTIME) -count=$(BENCHCOUNT) -benchmem -timeout 60m ./...
 
+.PHONY: test-e2e
+test-e2e: provision ## the Slurm end-to-end suite alone (tests/e2e; root, a private cluster and PostgreSQL)
+	$(GO) test -count=1 -v -timeout $(TEST_TIMEOUT) ./tests/e2e/
+
+# BENCH_SUBMITS: submissions per variant (at least 500 for a p99).
+BENCH_SUBMITS ?= 600
+
+.PHONY: bench-slurm
+bench-slurm: provision ## slurmctld's time per sbatch: no plugin vs the plugin (free and held); BENCH_SUBMITS per variant
+	ASBB_BENCH_SUBMITS=$(BENCH_SUBMITS) $(GO) test -count=1 -v -run='^$$' -bench='^BenchmarkSlurmctldSubmit$$' -benchtime=1x -timeout 60m ./tests/e2e/
+
 .PHONY: demo
 demo: ## start PostgreSQL in .asbb-dev/pg, migrate, run the demo
 	tests/tools/demo.sh
