@@ -414,7 +414,7 @@ func dbDownAtSubmit(t *testing.T, e *env, p Path) {
 	var charges []budget.Entry
 	eventually(t, 30*time.Second, fmt.Sprintf("job %d (accepted without a hold) charged", accepted), func() (bool, string) {
 		e.admin(t, "spool", "replay")
-		charges = e.entries(t, a, "charge")
+		charges = jobEntries(e.entries(t, a, "charge"), accepted)
 		return len(charges) > 0, ""
 	})
 	if len(charges) != 1 {
@@ -518,6 +518,18 @@ func dbDownAtJobEnd(t *testing.T, e *env, p Path) {
 	requireMoney(t, "held", acc.Held, decimal.Zero)
 	e.cluster.requireAlive(t, pid)
 	e.verify(t)
+}
+
+// jobEntries are the rows of es that name job id.
+func jobEntries(es []budget.Entry, id uint32) []budget.Entry {
+	var out []budget.Entry
+	sid := strconv.FormatUint(uint64(id), 10)
+	for _, e := range es {
+		if e.JobID != nil && *e.JobID == sid {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func keys[V any](m map[string]V) []string {
