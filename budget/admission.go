@@ -176,6 +176,10 @@ func (l *Ledger) outage(job JobRequest, est Estimate, cause error) (Decision, er
 	if o, ok := l.cfg.Submit.Partitions[job.Partition]; ok && o.OnDBError != "" {
 		policy = o.OnDBError
 	}
+	if !l.enforced(job.Partition) {
+		// Shadow mode never refuses a job, an outage included.
+		policy = "accept"
+	}
 	l.log.Error("budget database unavailable at submit", "account", job.Account, "partition", job.Partition,
 		"user", job.User, "policy", policy, "error", cause)
 	if policy == "accept" {
@@ -239,7 +243,7 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 	if id, ok := HoldIDFromComment(req.AdminComment); ok {
 		h, err = l.GetHold(ctx, id)
 	} else if req.JobID != "" {
-		h, err = l.HoldForJob(ctx, req.Cluster, req.JobID)
+		h, err = l.HoldForJob(ctx, req.Cluster, baseJobID(req.JobID))
 	} else {
 		err = ErrHoldNotFound
 	}

@@ -730,3 +730,22 @@ func timeTravel(t *testing.T, l *budget.Ledger, q string, id int64) {
 		t.Fatal(err)
 	}
 }
+
+func TestShadowModeAcceptsDuringAnOutage(t *testing.T) {
+	t.Parallel()
+	cfg, err := budget.ParseConfig(testConfig + "\n[submit.partitions.cpu-aws]\nenforce = false\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A database that is not there: the connection fails at once.
+	cfg.Database.URL = "postgres:///nowhere?host=/nonexistent&connect_timeout=1"
+	l, err := budget.Open(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	d, err := l.Admit(context.Background(), job("acct", 1, 60))
+	if err != nil || d.Kind != budget.KindDBAccept {
+		t.Fatalf("shadow partition during an outage: %+v %v, want db_accept", d, err)
+	}
+}

@@ -128,7 +128,10 @@ CREATE TABLE holds (
 );
 CREATE INDEX holds_active ON holds (created_at) WHERE status = 'active';
 CREATE INDEX holds_account ON holds (account_id, status);
-CREATE UNIQUE INDEX holds_job ON holds (cluster, job_id) WHERE job_id IS NOT NULL;
+-- One active hold per job; closed holds keep their job id for the record
+-- without blocking a job id that Slurm reuses after losing its state.
+CREATE UNIQUE INDEX holds_job_active ON holds (cluster, job_id) WHERE job_id IS NOT NULL AND status = 'active';
+CREATE INDEX holds_job ON holds (cluster, job_id) WHERE job_id IS NOT NULL;
 
 -- One row per settled job (or array task, or run of a requeued job): the
 -- idempotency record of settlement and its result, returned on replays.

@@ -8,6 +8,7 @@
 #
 #   PostgreSQL server programs  budget/pgtest starts a private server for tests
 #   gcc, make, git              cgo (libasbb, the race detector), the Makefile
+#   valgrind                    the C ABI smoke test (tests/abi)
 #   Go modules                  go mod download, so tests do not fetch mid-run
 #   Slurm                       tests/e2e/provision.sh, unless ASBB_E2E=0
 #   chromium                    tests/tools/provision-chromium.sh (HTML report test)
@@ -77,6 +78,8 @@ have_pg_server || missing+=(postgresql)
 command -v gcc >/dev/null || missing+=(gcc libc6-dev)
 command -v make >/dev/null || missing+=(make)
 command -v git >/dev/null || missing+=(git)
+# tests/abi runs the C ABI smoke test under valgrind (required when CI=true).
+command -v valgrind >/dev/null || missing+=(valgrind)
 if [ ${#missing[@]} -gt 0 ]; then
 	with_services_held apt_install "${missing[@]}"
 	if ! have_pg_server; then
