@@ -646,6 +646,7 @@ CREATE FUNCTION asbb_deposit(p_account bigint, p_amount numeric, p_starts timest
 RETURNS TABLE (outcome text, allocation_id bigint) LANGUAGE plpgsql AS $$
 DECLARE
     v_id bigint;
+    v_next timestamptz;
     v_now timestamptz := now();
 BEGIN
     p_starts := coalesce(p_starts, v_now);
@@ -658,16 +659,25 @@ BEGIN
             RETURN QUERY SELECT 'duplicate'::text, v_id; RETURN;
         END IF;
     END IF;
+    -- Inserted in its final status (no update that would rewrite every
+    -- index of allocations), and the account row touched once.
     INSERT INTO allocations (account_id, amount, starts_at, expires_at, status, note, actor, idempotency_key,
                              schedule_id, installment)
-    VALUES (p_account, p_amount, p_starts, p_expires, 'pending', coalesce(p_note, ''), coalesce(p_actor, ''), p_key,
-            p_schedule, p_installment)
+    VALUES (p_account, p_amount, p_starts, p_expires, CASE WHEN p_starts <= v_now THEN 'active' ELSE 'pending' END,
+            coalesce(p_note, ''), coalesce(p_actor, ''), p_key, p_schedule, p_installment)
     RETURNING id INTO v_id;
-    UPDATE accounts SET next_event = least(next_event, p_starts) WHERE id = p_account;
     IF p_starts <= v_now THEN
-        UPDATE allocations SET status = 'active' WHERE id = v_id;
         PERFORM asbb_post(p_account, 'deposit', p_amount, p_amount, 0, 0, NULL, NULL, v_id, NULL,
                           NULL, NULL, NULL, NULL, NULL, p_actor, p_note, p_key);
+        IF p_expires IS NOT NULL THEN
+            UPDATE accounts SET next_event = least(next_event, p_expires) WHERE id = p_account
+            RETURNING next_event INTO v_next;
+        END IF;
+    ELSE
+        UPDATE accounts SET next_event = least(next_event, p_starts) WHERE id = p_account
+        RETURNING next_event INTO v_next;
+    END IF;
+    IF v_next <= v_now THEN
         PERFORM asbb_process_events(p_account, v_now);
     END IF;
     RETURN QUERY SELECT 'deposited'::text, v_id;
