@@ -378,11 +378,13 @@ func TestScheduleProcessorProperty(t *testing.T) {
 		// Two processors at once; the second one's clock is a little behind.
 		var wg sync.WaitGroup
 		errs := make(chan error, 2)
+		// The lag is drawn here: rng is not safe for concurrent use.
+		lag := time.Duration(rng.IntN(2)) * time.Hour
 		for i, p := range []*budget.Ledger{l, l2} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_, err := p.ProcessSchedules(ctx, at.Add(-time.Duration(i)*time.Duration(rng.IntN(2))*time.Hour))
+				_, err := p.ProcessSchedules(ctx, at.Add(-time.Duration(i)*lag))
 				errs <- err
 			}()
 		}
