@@ -249,9 +249,15 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 	}
 	switch {
 	case errors.Is(err, ErrHoldNotFound):
-		// No hold yet (the job was free, or accepted during an outage):
-		// price the request as a new admission, bound to the job by id
-		// because job_modify cannot set its admin_comment.
+		// No hold: the job was free, or accepted during an outage. A
+		// change that keeps its partition keeps it so (the C plugin sees
+		// only the changed fields, so an unnamed partition is the old
+		// one). A move to a partition is priced as a new admission, bound
+		// to the job by id because job_modify cannot set admin_comment.
+		if req.Partition == "" {
+			stats.Free.Add(1)
+			return Decision{Kind: KindFree, Account: req.Account}, nil
+		}
 		d, err := l.Admit(ctx, req)
 		if err == nil && d.Kind == KindHeld && req.JobID != "" {
 			if berr := l.BindHold(ctx, d.HoldID, baseJobID(req.JobID)); berr != nil {

@@ -749,3 +749,27 @@ func TestShadowModeAcceptsDuringAnOutage(t *testing.T) {
 		t.Fatalf("shadow partition during an outage: %+v %v, want db_accept", d, err)
 	}
 }
+
+func TestModifyOfAJobWithoutAHold(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "acct", Budget: dec("10")})
+	// The C plugin's view of `scontrol update TimeLimit=...` on a job that
+	// was free at submit: only the time limit and the job id.
+	ch := budget.UnsetJob()
+	ch.JobID, ch.TimeLimit = "12", 600
+	if d, err := l.Modify(ctx, ch); err != nil || d.Kind != budget.KindFree {
+		t.Fatalf("time change of a free job: %+v %v", d, err)
+	}
+	// Moving it onto a priced partition prices it (and binds the hold).
+	ch.Partition, ch.Account, ch.TimeLimit = "cpu-aws", "acct", 60
+	d, err := l.Modify(ctx, ch)
+	if err != nil || d.Kind != budget.KindHeld || d.AdminComment != "" {
+		t.Fatalf("move to a priced partition: %+v %v", d, err)
+	}
+	if h, err := l.HoldForJob(ctx, "", "12"); err != nil || h.ID != d.HoldID {
+		t.Fatalf("hold not bound to the job: %+v %v", h, err)
+	}
+	mustVerify(t, l)
+}
