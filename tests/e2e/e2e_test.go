@@ -22,8 +22,9 @@ const loadSubmissions = 2000
 
 // TestSlurmEnforcesBudgets runs the same scenarios through the C plugin and
 // through job_submit.lua, one after the other on one cluster (switched by
-// scontrol reconfigure); jobcomp.lua settles in both. The load scenario
-// runs on the C plugin path only, to keep the suite's wall time small.
+// scontrol reconfigure); jobcomp.lua settles in both, and EpilogSlurmctld
+// runs asbb-epilog as a deployment would (so every job end is settled
+// twice, and must be charged once).
 func TestSlurmEnforcesBudgets(t *testing.T) {
 	e := newEnv(t, cPlugin, envOptions{slurmConf: []string{
 		// Start jobs as soon as CPUs free up: after an EpilogSlurmctld
@@ -86,11 +87,9 @@ func runPath(t *testing.T, e *env, p Path) {
 	t.Run("with PostgreSQL stopped while jobs end, every job is charged exactly once after spool replay", func(t *testing.T) {
 		dbDownAtJobEnd(t, e, p)
 	})
-	if p == cPlugin {
-		t.Run(fmt.Sprintf("%d submissions leave slurmctld alive and the ledger consistent", loadSubmissions), func(t *testing.T) {
-			manySubmissions(t, e, p)
-		})
-	}
+	t.Run(fmt.Sprintf("%d submissions leave slurmctld alive and the ledger consistent", loadSubmissions), func(t *testing.T) {
+		manySubmissions(t, e, p)
+	})
 	e.cluster.requireAlive(t, pid)
 	e.verify(t)
 }
@@ -408,6 +407,51 @@ func dbDownAtSubmit(t *testing.T, e *env, p Path) {
 		}
 		e.waitHoldClosed(t, holdID, 30*time.Second)
 	}
+	// PostgreSQL hung rather than stopped: connections hang instead of
+	// failing at once, so only the deadline bounds the submission.
+	holdsBefore := len(e.entries(t, a, "hold"))
+	thaw := e.freezePG(t)
+	r = e.cluster.sbatchFull("-A", a, "-p", "cpu-aws", "--time=1", "--wrap", "true")
+	if r.err == nil {
+		t.Errorf("on_db_error=reject: job accepted while PostgreSQL hung: %s", r.stdout)
+	} else if !strings.Contains(r.stderr, "database is unavailable") {
+		t.Errorf("on_db_error=reject, PostgreSQL hung: sbatch's stderr lacks the 'database unavailable' message:\n%s", r.stderr)
+	}
+	if r.took > limit {
+		t.Errorf("on_db_error=reject, PostgreSQL hung: sbatch took %s, more than the %s deadline + %s", r.took, submitTimeout, slack)
+	}
+	t.Logf("on_db_error=reject, PostgreSQL hung: answered in %s", r.took.Round(time.Millisecond))
+	r = e.cluster.sbatchFull("--hold", "-A", a, "-p", "gpu-aws", "--time=1", "--wrap", "true")
+	var hungAccepted uint32
+	if r.err != nil {
+		t.Errorf("on_db_error=accept, PostgreSQL hung: job refused: %v\n%s", r.err, r.stderr)
+	} else {
+		hungAccepted = parseJobID(t, r.stdout)
+		if j := e.cluster.job(t, hungAccepted); strings.Contains(j.AdminComment, "asbb:") {
+			t.Errorf("job %d accepted while PostgreSQL hung carries a hold marker %q", hungAccepted, j.AdminComment)
+		}
+	}
+	if r.took > limit {
+		t.Errorf("on_db_error=accept, PostgreSQL hung: sbatch took %s, more than the %s deadline + %s", r.took, submitTimeout, slack)
+	}
+	t.Logf("on_db_error=accept, PostgreSQL hung: answered in %s", r.took.Round(time.Millisecond))
+	e.cluster.requireAlive(t, pid)
+	thaw()
+	if hungAccepted != 0 {
+		if out, err := e.cluster.slurm(30*time.Second, "scancel", strconv.FormatUint(uint64(hungAccepted), 10)); err != nil {
+			t.Fatalf("scancel: %v\n%s", err, out)
+		}
+	}
+	// A hold whose admission gave up at the deadline must not commit
+	// when the server wakes up: the job it was for was refused (or
+	// accepted without one).
+	time.Sleep(2 * time.Second)
+	if hs := e.entries(t, a, "hold"); len(hs) != holdsBefore {
+		for _, h := range hs[holdsBefore:] {
+			t.Errorf("hold %v (%s) was written after PostgreSQL woke up, for a submission that had already been answered without it", *h.HoldID, h.Amount)
+		}
+	}
+
 	// The job accepted without a hold is charged at today's prices when
 	// it ends.
 	js := e.cluster.waitJobsDone(t, accepted, 90*time.Second)

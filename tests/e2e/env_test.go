@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -221,6 +222,8 @@ type envOptions struct {
 	slurmConf []string
 	// minJobAge keeps finished jobs visible to squeue (seconds).
 	minJobAge int
+	// bindInterval is slurm.bind_interval ("" = 1s, "0s" = no binder).
+	bindInterval string
 }
 
 // newEnv builds everything and starts the cluster with path's hook.
@@ -248,7 +251,11 @@ func newEnv(tb testing.TB, path Path, opts envOptions) *env {
 	}
 	e.cfgPath = filepath.Join(root, "asbb.toml")
 	clusterDir := filepath.Join(root, "c")
-	if err := os.WriteFile(e.cfgPath, []byte(e.configText(clusterDir)), 0o644); err != nil {
+	bind := opts.bindInterval
+	if bind == "" {
+		bind = "1s"
+	}
+	if err := os.WriteFile(e.cfgPath, []byte(e.configText(clusterDir, bind)), 0o644); err != nil {
 		tb.Fatal(err)
 	}
 	e.cfg, err = budget.LoadConfig(e.cfgPath)
@@ -277,7 +284,7 @@ func newEnv(tb testing.TB, path Path, opts envOptions) *env {
 	return e
 }
 
-func (e *env) configText(clusterDir string) string {
+func (e *env) configText(clusterDir, bindInterval string) string {
 	return fmt.Sprintf(`# Written by the end-to-end tests.
 [database]
 url = %q
@@ -316,7 +323,7 @@ max_time = "1-00:00:00"
 bin_dir = "/usr/bin"
 conf = %q
 timeout = "5s"
-bind_interval = "1s"
+bind_interval = %q
 bind_window = "10m"
 settle_timeout = "1s"
 
@@ -324,7 +331,7 @@ settle_timeout = "1s"
 spool_dir = %q
 timeout = "3s"
 `, e.pg.URL(), e.asbbLog, submitTimeout.String(), holdMultiplier, cpuHour, cpuHour, gpuHour,
-		filepath.Join(clusterDir, "etc", "slurm.conf"), e.spool)
+		filepath.Join(clusterDir, "etc", "slurm.conf"), bindInterval, e.spool)
 }
 
 // restartPG starts the suite's PostgreSQL again. The test's own pool drops
@@ -334,6 +341,56 @@ func (e *env) restartPG(tb testing.TB) {
 	tb.Helper()
 	e.pg.Start()
 	e.ledger.Pool().Reset()
+}
+
+// freezePG stops every process of the suite's PostgreSQL with SIGSTOP: a
+// hung server, whose connections stay open and never answer, unlike a
+// stopped one (refused at once). thaw resumes it; it also runs at cleanup.
+func (e *env) freezePG(tb testing.TB) (thaw func()) {
+	tb.Helper()
+	b, err := os.ReadFile(filepath.Join(e.pg.Dir(), "data", "postmaster.pid"))
+	if err != nil {
+		tb.Fatalf("postmaster.pid: %v", err)
+	}
+	pm, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil {
+		tb.Fatalf("postmaster.pid: %v", err)
+	}
+	// The postmaster first, so that it forks no new backend meanwhile.
+	pids := []int{pm}
+	if err := syscall.Kill(pm, syscall.SIGSTOP); err != nil {
+		tb.Fatalf("SIGSTOP postmaster %d: %v", pm, err)
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, f := range procs {
+		st, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
+		i := bytes.LastIndexByte(st, ')')
+		if i < 0 {
+			continue
+		}
+		fields := strings.Fields(string(st[i+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(pm) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if syscall.Kill(pid, syscall.SIGSTOP) == nil {
+			pids = append(pids, pid)
+		}
+	}
+	var once sync.Once
+	thaw = func() {
+		once.Do(func() {
+			for _, pid := range pids {
+				syscall.Kill(pid, syscall.SIGCONT) //nolint:errcheck // a backend may have exited
+			}
+		})
+	}
+	tb.Cleanup(thaw)
+	return thaw
 }
 
 // admin runs asbb-admin with the suite's config and fails the test on error.
