@@ -73,6 +73,9 @@ func repoRoot(tb testing.TB) string {
 func requireE2E(tb testing.TB) {
 	tb.Helper()
 	if os.Getenv("ASBB_E2E") == "0" {
+		if os.Getenv("CI") == "true" {
+			tb.Fatal("ASBB_E2E=0 under CI=true: CI must run the Slurm end-to-end suite")
+		}
 		msg := "ASBB_E2E=0: THE SLURM END-TO-END SUITE DID NOT RUN (unset ASBB_E2E to run it; CI always does)"
 		fmt.Fprintln(os.Stderr, "e2e: "+msg)
 		tb.Skip(msg)
