@@ -665,7 +665,9 @@ func manySubmissions(t *testing.T, e *env, p Path) {
 		t.Fatalf("%d of %d submissions failed; first: %s", n, loadSubmissions, firstErr)
 	}
 	e.cluster.requireAlive(t, pid)
-	holds, err := e.ledger.ListHolds(ctxT(t, 30*time.Second), budget.HoldFilter{Account: a, Status: "active", Limit: 100000})
+	ctx, cancel := dbCtx(30 * time.Second)
+	holds, err := e.ledger.ListHolds(ctx, budget.HoldFilter{Account: a, Status: "active", Limit: 100000})
+	cancel()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -422,7 +422,9 @@ func (e *env) account(tb testing.TB, name, amount string) {
 func (e *env) verify(tb testing.TB) {
 	tb.Helper()
 	e.admin(tb, "verify")
-	rep, err := e.ledger.Verify(ctxT(tb, 30*time.Second))
+	ctx, cancel := dbCtx(30 * time.Second)
+	rep, err := e.ledger.Verify(ctx)
+	cancel()
 	if err != nil {
 		tb.Fatalf("verify: %v", err)
 	}
@@ -431,16 +433,17 @@ func (e *env) verify(tb testing.TB) {
 	}
 }
 
-func ctxT(tb testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	tb.Cleanup(cancel)
-	return ctx
+// dbCtx bounds one ledger query made by the test itself.
+func dbCtx(d time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), d)
 }
 
 // getAccount reads an account's totals.
 func (e *env) getAccount(tb testing.TB, name string) budget.Account {
 	tb.Helper()
-	a, err := e.ledger.GetAccount(ctxT(tb, 10*time.Second), "", name)
+	ctx, cancel := dbCtx(10 * time.Second)
+	a, err := e.ledger.GetAccount(ctx, "", name)
+	cancel()
 	if err != nil {
 		tb.Fatalf("account %s: %v", name, err)
 	}
@@ -450,7 +453,9 @@ func (e *env) getAccount(tb testing.TB, name string) budget.Account {
 // entries lists an account's ledger rows of one type ("" = all), oldest first.
 func (e *env) entries(tb testing.TB, account, typ string) []budget.Entry {
 	tb.Helper()
-	es, err := e.ledger.ListEntries(ctxT(tb, 10*time.Second), budget.EntryFilter{Account: account, Type: typ, Asc: true, Limit: 10000})
+	ctx, cancel := dbCtx(10 * time.Second)
+	es, err := e.ledger.ListEntries(ctx, budget.EntryFilter{Account: account, Type: typ, Asc: true, Limit: 10000})
+	cancel()
 	if err != nil {
 		tb.Fatalf("entries of %s: %v", account, err)
 	}
@@ -459,7 +464,9 @@ func (e *env) entries(tb testing.TB, account, typ string) []budget.Entry {
 
 func (e *env) hold(tb testing.TB, id int64) budget.Hold {
 	tb.Helper()
-	h, err := e.ledger.GetHold(ctxT(tb, 10*time.Second), id)
+	ctx, cancel := dbCtx(10 * time.Second)
+	h, err := e.ledger.GetHold(ctx, id)
+	cancel()
 	if err != nil {
 		tb.Fatalf("hold %d: %v", id, err)
 	}
@@ -817,7 +824,9 @@ func (e *env) waitHoldClosed(tb testing.TB, id int64, timeout time.Duration) bud
 	var h budget.Hold
 	eventually(tb, timeout, fmt.Sprintf("hold %d closed", id), func() (bool, string) {
 		var err error
-		h, err = e.ledger.GetHold(ctxT(tb, 10*time.Second), id)
+		ctx, cancel := dbCtx(10 * time.Second)
+		h, err = e.ledger.GetHold(ctx, id)
+		cancel()
 		if err != nil {
 			return false, err.Error()
 		}
