@@ -362,14 +362,32 @@ func (l *Ledger) SetPartitionLimit(ctx context.Context, cluster, name, partition
 	if err != nil {
 		return err
 	}
-	if maxJob == nil && maxMonth == nil {
-		_, err = l.pool.Exec(ctx, `DELETE FROM partition_limits WHERE account_id = $1 AND partition = $2`, a.ID, partition)
-		return dbErr("remove partition limit", err)
-	}
-	_, err = l.pool.Exec(ctx, `INSERT INTO partition_limits (account_id, partition, max_job_cost, max_per_month)
-		VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, partition) DO UPDATE
-		SET max_job_cost = EXCLUDED.max_job_cost, max_per_month = EXCLUDED.max_per_month`, a.ID, partition, maxJob, maxMonth)
-	return dbErr("set partition limit", err)
+	return l.InTx(ctx, func(tx pgx.Tx) error {
+		// Under the account's lock no hold can slip between the limit and
+		// the usage computed for it.
+		if _, err := tx.Exec(ctx, `SELECT asbb_lock_chain($1)`, a.ID); err != nil {
+			return dbErr("lock account", err)
+		}
+		if maxJob == nil && maxMonth == nil {
+			if _, err := tx.Exec(ctx, `DELETE FROM partition_usage WHERE account_id = $1 AND partition = $2`, a.ID, partition); err != nil {
+				return dbErr("remove partition usage", err)
+			}
+			_, err := tx.Exec(ctx, `DELETE FROM partition_limits WHERE account_id = $1 AND partition = $2`, a.ID, partition)
+			return dbErr("remove partition limit", err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO partition_limits (account_id, partition, max_job_cost, max_per_month)
+			VALUES ($1, $2, $3, $4) ON CONFLICT (account_id, partition) DO UPDATE
+			SET max_job_cost = EXCLUDED.max_job_cost, max_per_month = EXCLUDED.max_per_month`, a.ID, partition, maxJob, maxMonth); err != nil {
+			return dbErr("set partition limit", err)
+		}
+		// Usage is kept only while a limit exists: compute it from the
+		// holds now, so money committed before the limit counts.
+		_, err := tx.Exec(ctx, `INSERT INTO partition_usage (account_id, partition, month, committed)
+			SELECT account_id, partition, month, sum(remaining + charged) FROM holds
+			 WHERE account_id = $1 AND partition = $2 GROUP BY account_id, partition, month
+			ON CONFLICT (account_id, partition, month) DO UPDATE SET committed = EXCLUDED.committed`, a.ID, partition)
+		return dbErr("compute partition usage", err)
+	})
 }
 
 func (l *Ledger) partitionLimits(ctx context.Context, id int64) ([]PartitionLimit, error) {

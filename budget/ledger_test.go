@@ -773,3 +773,32 @@ func TestModifyOfAJobWithoutAHold(t *testing.T) {
 	}
 	mustVerify(t, l)
 }
+
+func TestPartitionLimitSetLaterCountsEarlierHolds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "ml", Budget: dec("1000")})
+	for i := 0; i < 3; i++ { // $90 committed on gpu-aws before any limit
+		if _, err := l.PlaceHold(ctx, budget.HoldRequest{Account: "ml", Partition: "gpu-aws", Amount: dec("30"), Tasks: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cap := dec("100")
+	if err := l.SetPartitionLimit(ctx, "", "ml", "gpu-aws", nil, &cap); err != nil {
+		t.Fatal(err)
+	}
+	_, err := l.PlaceHold(ctx, budget.HoldRequest{Account: "ml", Partition: "gpu-aws", Amount: dec("30"), Tasks: 1})
+	var den *budget.Denial
+	if !errors.As(err, &den) || den.Code != "partition_month_cap" || !den.Available.Equal(dec("10")) {
+		t.Fatalf("hold over a limit set later: %v", err)
+	}
+	mustVerify(t, l)
+	if err := l.SetPartitionLimit(ctx, "", "ml", "gpu-aws", nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.PlaceHold(ctx, budget.HoldRequest{Account: "ml", Partition: "gpu-aws", Amount: dec("30"), Tasks: 1}); err != nil {
+		t.Fatalf("after removing the limit: %v", err)
+	}
+	mustVerify(t, l)
+}

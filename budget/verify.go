@@ -105,12 +105,13 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
 	if negative > 0 {
 		rep.Problems = append(rep.Problems, VerifyProblem{Problem: fmt.Sprintf("%d holds have a negative or excessive remaining amount", negative)})
 	}
-	// Partition usage counts, per hold month, what each hold still holds
-	// plus what it has charged.
+	// Partition usage (kept where a limit exists) counts, per hold month,
+	// what each hold still holds plus what it has charged.
 	var usageBad int64
 	if err := tx.QueryRow(ctx, `SELECT count(*) FROM partition_usage u
-		FULL JOIN (SELECT account_id, partition, month, sum(remaining + charged) AS c
-		           FROM holds GROUP BY account_id, partition, month) h
+		FULL JOIN (SELECT h.account_id, h.partition, h.month, sum(h.remaining + h.charged) AS c
+		           FROM holds h JOIN partition_limits pl ON pl.account_id = h.account_id AND pl.partition = h.partition
+		           GROUP BY h.account_id, h.partition, h.month) h
 		  USING (account_id, partition, month)
 		WHERE coalesce(u.committed, 0) <> coalesce(h.c, 0)`).Scan(&usageBad); err != nil {
 		return rep, dbErr("verify partition usage", err)

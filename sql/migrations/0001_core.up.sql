@@ -28,6 +28,9 @@ CREATE TABLE accounts (
     spent         numeric(20,6) NOT NULL DEFAULT 0,
     held          numeric(20,6) NOT NULL DEFAULT 0 CHECK (held >= 0),
     next_event    timestamptz,                     -- earliest pending allocation start or expiry
+    -- Set by extensions (grants) whose hooks must see this account's holds:
+    -- the one-statement hold of budget.PlaceHold skips such accounts.
+    hooked        boolean NOT NULL DEFAULT false,
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now(),
     closed_at     timestamptz,
@@ -62,7 +65,9 @@ CREATE TRIGGER accounts_path BEFORE INSERT ON accounts FOR EACH ROW EXECUTE FUNC
 
 -- Per-partition limits of an account: a per-job cap and a cap per calendar
 -- month (spent plus held on that partition, attributed to the month the
--- hold was taken in).
+-- hold was taken in). Usage is kept only for partitions that have a limit
+-- (setting one computes it from the holds), so unlimited partitions cost
+-- the hold path nothing.
 CREATE TABLE partition_limits (
     account_id     bigint NOT NULL REFERENCES accounts(id),
     partition      text NOT NULL,
@@ -420,14 +425,18 @@ BEGIN
     RETURN a;
 END $$;
 
--- PL/pgSQL rather than SQL: called from PL/pgSQL, a SQL function is planned
--- again in every transaction; PL/pgSQL keeps its plans for the session.
+-- Counts a change of committed money against a partition's monthly usage,
+-- if the account has limits on that partition. PL/pgSQL rather than SQL:
+-- called from PL/pgSQL, a SQL function is planned again in every
+-- transaction; PL/pgSQL keeps its plans for the session.
 CREATE FUNCTION asbb_usage_add(p_account bigint, p_partition text, p_month date, p_delta numeric) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO partition_usage (account_id, partition, month, committed)
-    VALUES (p_account, p_partition, p_month, p_delta)
-    ON CONFLICT (account_id, partition, month) DO UPDATE SET committed = partition_usage.committed + EXCLUDED.committed;
+    IF p_delta <> 0 AND EXISTS (SELECT 1 FROM partition_limits WHERE account_id = p_account AND partition = p_partition) THEN
+        INSERT INTO partition_usage (account_id, partition, month, committed)
+        VALUES (p_account, p_partition, p_month, p_delta)
+        ON CONFLICT (account_id, partition, month) DO UPDATE SET committed = partition_usage.committed + EXCLUDED.committed;
+    END IF;
 END $$;
 
 -- Takes a hold of p_amount (tasks x per-task estimate) on an account, or

@@ -99,6 +99,16 @@ CREATE TABLE grant_accounts (
 );
 CREATE INDEX grant_accounts_grant ON grant_accounts (grant_id);
 
+-- A linked account's holds must pass the grant hooks: keep it off the
+-- one-statement hold path (its sub-accounts take the chain path anyway).
+CREATE FUNCTION asbb_grant_accounts_hooked() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE accounts SET hooked = true WHERE id = NEW.account_id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER grant_accounts_hooked AFTER INSERT ON grant_accounts
+    FOR EACH ROW EXECUTE FUNCTION asbb_grant_accounts_hooked();
+
 -- The period each hold on a grant-funded account counts in, and the factor
 -- it was taken at (a later change of the indirect rate must not make a
 -- release differ from its hold).
