@@ -106,8 +106,20 @@ var (
 	buildDir  string
 )
 
+// liveClusters are the clusters started and not yet stopped, by directory:
+// TestMain stops any that a test left behind (a benchmark goroutine that
+// the framework abandoned, a panic), so that no daemon outlives the binary.
+var liveClusters sync.Map
+
 func TestMain(m *testing.M) {
 	code := m.Run()
+	liveClusters.Range(func(k, v any) bool {
+		c := v.(*cluster)
+		if out, err := c.run(3*time.Minute, "stop"); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e: stop the cluster in %s: %v\n%s", k, err, out)
+		}
+		return true
+	})
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
@@ -536,7 +548,9 @@ func newCluster(tb testing.TB, e *env, dir, epilog string, opts envOptions) *clu
 		}
 		if out, err := c.run(3*time.Minute, "stop"); err != nil {
 			tb.Errorf("cluster.sh stop: %v\n%s", err, out)
+			return
 		}
+		liveClusters.Delete(c.dir)
 	})
 	return c
 }
@@ -561,6 +575,7 @@ func (c *cluster) run(timeout time.Duration, action string, extra ...string) (st
 func (c *cluster) start(tb testing.TB, p Path) {
 	tb.Helper()
 	c.logFrom = c.logSize()
+	liveClusters.Store(c.dir, c)
 	out, err := c.run(4*time.Minute, "start", "ASBB_SLURM_EXTRA_LINES="+c.extraLines(p))
 	if err != nil {
 		tb.Fatalf("cluster.sh start: %v\n%s", err, out)
