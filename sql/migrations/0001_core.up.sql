@@ -190,7 +190,6 @@ CREATE TABLE ledger (
 );
 CREATE INDEX ledger_account ON ledger (account_id, id);
 CREATE INDEX ledger_account_time ON ledger (account_id, created_at);
-CREATE INDEX ledger_hold ON ledger (hold_id) WHERE hold_id IS NOT NULL;
 CREATE INDEX ledger_job ON ledger (job_id) WHERE job_id IS NOT NULL;
 CREATE UNIQUE INDEX ledger_idempotency ON ledger (account_id, type, idempotency_key)
     WHERE idempotency_key IS NOT NULL AND origin_account_id IS NULL;
