@@ -525,7 +525,26 @@ func dbDownAtJobEnd(t *testing.T, e *env, p Path) {
 		}
 		return true, ""
 	})
-	e.cluster.requireAlive(t, pid)
+	// Each record must name its hold: the hold may not be bound to the
+	// job id yet (the library's binder could not reach the database
+	// either), and a record without the marker is charged to the account
+	// at today's prices while its hold stays active.
+	for name := range spooled(t, e) {
+		if before[name] {
+			continue
+		}
+		rec, err := spool.Read(filepath.Join(e.spool, name))
+		if err != nil {
+			t.Fatalf("spool record %s: %v", name, err)
+		}
+		want, ours := holds[rec.JobID]
+		if !ours {
+			continue
+		}
+		if got, ok := budget.HoldIDFromComment(rec.AdminComment); !ok || got != want {
+			t.Errorf("the spooled settlement of job %d (%s) does not name its hold %d: admin_comment %q", rec.JobID, name, want, rec.AdminComment)
+		}
+	}
 
 	e.restartPG(t)
 	restarted = true
