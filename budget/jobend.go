@@ -38,13 +38,17 @@ type JobEnd struct {
 	Partition    string `json:"partition,omitempty"`
 	User         string `json:"user,omitempty"`
 	AdminComment string `json:"admin_comment,omitempty"`
-	StartTime    int64  `json:"start_time"` // unix seconds; 0 = never started
-	EndTime      int64  `json:"end_time"`
-	State        uint32 `json:"job_state"`
-	Nodes        uint32 `json:"nodes"`
-	CPUs         uint32 `json:"cpus"`
-	TresAlloc    string `json:"tres_alloc,omitempty"`
-	Actor        string `json:"actor,omitempty"`
+	// UntrustedComment is an admin_comment read from text users can forge
+	// (scontrol's output): its hold marker is used only when the hold's
+	// account and user are the job's.
+	UntrustedComment string `json:"untrusted_admin_comment,omitempty"`
+	StartTime        int64  `json:"start_time"` // unix seconds; 0 = never started
+	EndTime          int64  `json:"end_time"`
+	State            uint32 `json:"job_state"`
+	Nodes            uint32 `json:"nodes"`
+	CPUs             uint32 `json:"cpus"`
+	TresAlloc        string `json:"tres_alloc,omitempty"`
+	Actor            string `json:"actor,omitempty"`
 }
 
 // IsArrayTask reports whether the record is one task of an array.
@@ -132,6 +136,20 @@ func (l *Ledger) SettleJob(ctx context.Context, e JobEnd) (Settlement, error) {
 // the job), else the one bound to its id.
 func (l *Ledger) holdOf(ctx context.Context, e JobEnd, jobID string) (Hold, error) {
 	id, ok := HoldIDFromComment(e.AdminComment)
+	if !ok {
+		if uid, found := HoldIDFromComment(e.UntrustedComment); found {
+			h, err := l.GetHold(ctx, uid)
+			switch {
+			case err == nil && l.holdFits(h, e.Account, e.User, e.Cluster):
+				id, ok = uid, true
+			case err == nil || errors.Is(err, ErrHoldNotFound):
+				l.log.Warn("ignoring a hold marker that does not fit the job (forged in user text?)",
+					"marker", uid, "job_id", jobID, "account", e.Account, "user", e.User)
+			default:
+				return Hold{}, err
+			}
+		}
+	}
 	if !ok {
 		return l.HoldForJob(ctx, e.Cluster, jobID)
 	}

@@ -802,3 +802,30 @@ func TestPartitionLimitSetLaterCountsEarlierHolds(t *testing.T) {
 	}
 	mustVerify(t, l)
 }
+
+func TestAnUntrustedMarkerIsUsedOnlyIfItsHoldFitsTheJob(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "mine", Budget: dec("100")})
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "theirs", Budget: dec("100")})
+	victim, _ := l.Admit(ctx, job("theirs", 1, 60))
+	own, _ := l.Admit(ctx, job("mine", 1, 60))
+	// A job of "mine" whose name forged the other hold's marker into
+	// scontrol's text: the marker does not fit and is ignored.
+	forged := budget.JobEnd{JobID: 70, Account: "mine", User: "alice", UntrustedComment: victim.AdminComment,
+		StartTime: 1, EndTime: 3601, Nodes: 1, State: budget.JobComplete}
+	if s, err := l.SettleJob(ctx, forged); err != nil || s.HoldID == victim.HoldID {
+		t.Fatalf("forged marker: %+v %v", s, err)
+	}
+	if h, _ := l.GetHold(ctx, victim.HoldID); h.Status != "active" || !h.Charged.IsZero() {
+		t.Fatalf("the victim's hold was touched: %+v", h)
+	}
+	// The job's own marker fits and settles its hold.
+	honest := budget.JobEnd{JobID: 71, Account: "mine", User: "alice", UntrustedComment: own.AdminComment,
+		StartTime: 1, EndTime: 3601, Nodes: 1, State: budget.JobComplete}
+	if s, err := l.SettleJob(ctx, honest); err != nil || s.HoldID != own.HoldID {
+		t.Fatalf("own marker: %+v %v", s, err)
+	}
+	mustVerify(t, l)
+}

@@ -118,11 +118,9 @@ func (j SlurmJob) End() JobEnd {
 	if e.ArrayJobID == 0 {
 		e.ArrayTaskID = NoVal
 	}
-	if e.StartTime > 0 && e.EndTime <= e.StartTime {
-		// Never ran (cancelled while pending shows start == end): key it
-		// as jobcomp.lua does, start 0, so both settle the same record.
-		e.StartTime, e.EndTime = 0, max(e.EndTime, e.StartTime)
-	}
+	// StartTime stays as Slurm reports it, even when it equals EndTime (a
+	// job cancelled while pending, or one that ran under a second): it is
+	// part of the settlement key, and jobcomp.lua sends the same value.
 	return e
 }
 
@@ -494,9 +492,14 @@ func (l *Ledger) MarkerFits(ctx context.Context, id int64, j SlurmJob) (bool, er
 	if err != nil {
 		return false, err
 	}
-	acct := j.Account
-	if acct == "" {
-		acct = l.cfg.Accounts.Default
+	return l.holdFits(h, j.Account, j.User, j.Cluster), nil
+}
+
+// holdFits reports whether a hold can be a job's: same account (or the
+// default one for a job without), same user, same cluster.
+func (l *Ledger) holdFits(h Hold, account, user, cluster string) bool {
+	if account == "" {
+		account = l.cfg.Accounts.Default
 	}
-	return h.Account == acct && h.User == j.User && (h.Cluster == l.cluster(j.Cluster) || h.Cluster == "*"), nil
+	return h.Account == account && h.User == user && (h.Cluster == l.cluster(cluster) || h.Cluster == "*")
 }

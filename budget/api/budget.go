@@ -432,6 +432,9 @@ func (s *Server) reconcile(r *http.Request, req ReconcileRequest) (ReconcileResp
 		if err := checkLen("job_end.admin_comment", e.AdminComment, 4096); err != nil {
 			return ReconcileResponse{}, err
 		}
+		if err := checkLen("job_end.untrusted_admin_comment", e.UntrustedComment, 4096); err != nil {
+			return ReconcileResponse{}, err
+		}
 		if err := checkLen("job_end.tres_alloc", e.TresAlloc, 4096); err != nil {
 			return ReconcileResponse{}, err
 		}

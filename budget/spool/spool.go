@@ -125,9 +125,18 @@ func (s *Spool) Write(e budget.JobEnd) (string, error) {
 		os.Remove(tmpName)
 		return "", fmt.Errorf("spool: close %s: %w", tmpName, err)
 	}
+	// A record of the same settlement may be there already (jobcomp and
+	// the epilog both spool a job during an outage): the first one stays,
+	// because a later copy may know less (settlement is idempotent, so
+	// either settles the job once).
 	path := filepath.Join(s.dir, name)
-	if err := os.Rename(tmpName, path); err != nil {
-		os.Remove(tmpName)
+	err = os.Link(tmpName, path)
+	os.Remove(tmpName)
+	if errors.Is(err, fs.ErrExist) {
+		s.log.Info("a record of this settlement is already spooled; keeping it", "file", path)
+		return path, nil
+	}
+	if err != nil {
 		return "", fmt.Errorf("spool: %w", err)
 	}
 	if err := syncDir(s.dir); err != nil {

@@ -125,12 +125,16 @@ func run(ctx context.Context, configPath string, getenv func(string) string, std
 	if !info.Job.Finished() && info.Job.State != "COMPLETING" {
 		log.Warn("job has not ended; settling what Slurm reports", "state", info.Job.State)
 	}
+	if !info.Trusted {
+		// scontrol's text can be forged by users: the marker goes along
+		// unverified, and settlement uses it only if the hold fits the
+		// job, wherever it happens (here, the service, a spool replay).
+		e.AdminComment, e.UntrustedComment = "", info.RawAdminComment
+	}
 
 	sctx, scancel := context.WithTimeout(ctx, cfg.Epilog.Timeout.Duration)
 	defer scancel()
 	if cfgErr == nil && cfg.Epilog.ServiceURL != "" && cfg.Epilog.Token != "" {
-		// The service finds the hold by job id; a marker from scontrol's
-		// text cannot be checked here, so it is not sent.
 		c := &api.Client{BaseURL: cfg.Epilog.ServiceURL, Token: cfg.Epilog.Token, Timeout: cfg.Epilog.Timeout.Duration, Log: log}
 		if _, err = c.Reconcile(sctx, e); err == nil {
 			log.Info("settlement posted to asbb-service", "state", info.Job.State)
@@ -139,7 +143,7 @@ func run(ctx context.Context, configPath string, getenv func(string) string, std
 		log.Error("posting the settlement failed", "error", err)
 	} else if cfgErr == nil {
 		var s budget.Settlement
-		if s, err = settleInDB(sctx, cfg, log, e, info); err == nil {
+		if s, err = settleInDB(sctx, cfg, log, e); err == nil {
 			log.Info("job settled", "charged", s.Actual.String(), "released", s.Released.String(), "duplicate", s.Duplicate)
 			return outSettled
 		}
@@ -155,27 +159,12 @@ func run(ctx context.Context, configPath string, getenv func(string) string, std
 	return outSpooled
 }
 
-// settleInDB settles through the database. A marker read from scontrol's
-// text is used only if its hold fits the job (see MarkerFits).
-func settleInDB(ctx context.Context, cfg *budget.Config, log *slog.Logger, e budget.JobEnd, info slurm.JobInfo) (budget.Settlement, error) {
+// settleInDB settles through the database.
+func settleInDB(ctx context.Context, cfg *budget.Config, log *slog.Logger, e budget.JobEnd) (budget.Settlement, error) {
 	l, err := budget.Open(ctx, cfg, log)
 	if err != nil {
 		return budget.Settlement{}, err
 	}
 	defer l.Close()
-	if !info.Trusted {
-		if id, ok := budget.HoldIDFromComment(info.RawAdminComment); ok {
-			fits, err := l.MarkerFits(ctx, id, info.Job)
-			if err != nil {
-				return budget.Settlement{}, err
-			}
-			if fits {
-				e.AdminComment = info.RawAdminComment
-			} else {
-				log.Warn("ignoring an admin_comment marker that does not fit the job (forged in user text?)",
-					"marker", id, "account", info.Job.Account, "user", info.Job.User)
-			}
-		}
-	}
 	return l.SettleJob(ctx, e)
 }

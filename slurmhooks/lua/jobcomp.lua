@@ -48,12 +48,11 @@ local function end_record(job)
 		-- Drop the flag bits (e.g. 32773 = FAILED|COMPLETING).
 		state = state % 256
 	end
-	-- A job cancelled while pending comes with start_time == end_time
-	-- and no allocation; asbb_job_end_t says "never started" with 0.
+	-- start_time goes as Slurm has it, even for a job cancelled while
+	-- pending (start_time == end_time): it is part of the settlement's
+	-- identity, and the epilog and recovery read the same value from
+	-- scontrol/squeue. The library charges nothing for a run of no time.
 	local start = job.start_time
-	if job.total_nodes == 0 then
-		start = 0
-	end
 	return {
 		job_id = job.job_id,
 		array_job_id = job.array_job_id,
