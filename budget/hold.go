@@ -75,6 +75,7 @@ const fastHold = `WITH a AS (
 	   AND x.deposited - x.spent - x.held + x.credit_limit >= $4
 	   AND (x.max_job_cost IS NULL OR x.max_job_cost >= $4::numeric / $5::integer)
 	   AND NOT EXISTS (SELECT 1 FROM partition_limits pl WHERE pl.account_id = x.id AND pl.partition = $6::text)
+	   AND clock_timestamp() <= $13::timestamptz
 	RETURNING x.id, x.deposited, x.spent, x.held, x.credit_limit
 ), h AS (
 	INSERT INTO holds (account_id, cluster, partition, user_name, tasks, amount, remaining, month,
@@ -106,11 +107,19 @@ func (l *Ledger) PlaceHold(ctx context.Context, r HoldRequest) (HoldResult, erro
 	request, _ := json.Marshal(r.Request)
 	cluster := l.cluster(r.Cluster)
 	month := l.month(l.now())
+	// Past this moment the caller no longer waits (slurmctld has answered
+	// the job), so the database must not take the hold: a call stuck on a
+	// stalled server would otherwise commit when it wakes. The allowance
+	// of one submit.timeout covers clock skew between the hosts.
+	deadline := time.Now().Add(24 * time.Hour)
+	if d, ok := ctx.Deadline(); ok {
+		deadline = d.Add(l.cfg.Submit.Timeout.Duration)
+	}
 	if r.IdempotencyKey == "" {
 		acct := Account{SlurmAccount: r.Account, Cluster: cluster, Currency: l.cfg.Pricing.Currency}
 		var holdID int64
 		err := l.pool.QueryRow(ctx, fastHold, r.Account, cluster, l.cfg.Pricing.Currency, r.Amount, int32(r.Tasks),
-			r.Partition, r.User, month, r.RateVersion, pricing, request, r.Actor).
+			r.Partition, r.User, month, r.RateVersion, pricing, request, r.Actor, deadline).
 			Scan(&holdID, &acct.ID, &acct.Deposited, &acct.Spent, &acct.Held, &acct.CreditLimit)
 		switch {
 		case err == nil:
@@ -120,11 +129,11 @@ func (l *Ledger) PlaceHold(ctx context.Context, r HoldRequest) (HoldResult, erro
 			return HoldResult{}, dbErr("hold on "+r.Account, err)
 		}
 	}
-	return l.placeHoldChecked(ctx, r, cluster, month, pricing, request)
+	return l.placeHoldChecked(ctx, r, cluster, month, deadline, pricing, request)
 }
 
 // placeHoldChecked is the general hold: asbb_hold checks everything.
-func (l *Ledger) placeHoldChecked(ctx context.Context, r HoldRequest, cluster string, month time.Time, pricing, request []byte) (HoldResult, error) {
+func (l *Ledger) placeHoldChecked(ctx context.Context, r HoldRequest, cluster string, month, deadline time.Time, pricing, request []byte) (HoldResult, error) {
 	var (
 		outcome                  string
 		holdID                   *int64
@@ -134,9 +143,9 @@ func (l *Ledger) placeHoldChecked(ctx context.Context, r HoldRequest, cluster st
 		dep, spent, held, credit *decimal.Decimal
 	)
 	err := l.pool.QueryRow(ctx, `SELECT outcome, hold_id, refusal, account_id, currency, deposited, spent, held, credit_limit
-		FROM asbb_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+		FROM asbb_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 		r.Account, cluster, l.cfg.Pricing.Currency, r.Amount, int32(r.Tasks), r.Partition, r.User, month,
-		r.RateVersion, pricing, request, nullable(r.IdempotencyKey), r.Actor).
+		r.RateVersion, pricing, request, nullable(r.IdempotencyKey), r.Actor, deadline).
 		Scan(&outcome, &holdID, &refusal, &accountID, &currency, &dep, &spent, &held, &credit)
 	if err != nil {
 		return HoldResult{}, dbErr("hold on "+r.Account, err)
@@ -155,6 +164,8 @@ func (l *Ledger) placeHoldChecked(ctx context.Context, r HoldRequest, cluster st
 			return HoldResult{}, fmt.Errorf("%w: %s", ErrAccountNotFound, r.Account)
 		}
 		return HoldResult{Account: acct}, denialFrom(refusal, acct)
+	case "expired":
+		return HoldResult{}, fmt.Errorf("hold on %s: %w: the database answered after the caller's deadline", r.Account, ErrUnavailable)
 	case "currency_mismatch":
 		return HoldResult{}, fmt.Errorf("%w: currency mismatch: account %s is in %s, prices are in %s",
 			ErrInvalid, r.Account, acct.Currency, l.cfg.Pricing.Currency)

@@ -829,3 +829,24 @@ func TestAnUntrustedMarkerIsUsedOnlyIfItsHoldFitsTheJob(t *testing.T) {
 	}
 	mustVerify(t, l)
 }
+
+func TestAHoldPastItsCallersDeadlineIsNotTaken(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "acct", Budget: dec("100")})
+	before := entryCount(t, l)
+	// What a call that sat on a stalled server sees when it finally runs.
+	var outcome string
+	if err := l.Pool().QueryRow(ctx, `SELECT outcome FROM asbb_hold('acct', '*', 'USD', 5, 1, 'cpu-aws', 'u', current_date,
+		'v', '{}', '{}', NULL, 'test', clock_timestamp() - interval '1 second')`).Scan(&outcome); err != nil {
+		t.Fatal(err)
+	}
+	if outcome != "expired" {
+		t.Fatalf("outcome %q, want expired", outcome)
+	}
+	if after := entryCount(t, l); after != before {
+		t.Fatalf("an expired hold wrote %d ledger rows", after-before)
+	}
+	mustVerify(t, l)
+}

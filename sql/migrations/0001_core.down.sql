@@ -5,7 +5,7 @@ DROP FUNCTION IF EXISTS asbb_deposit(bigint, numeric, timestamptz, timestamptz, 
 DROP FUNCTION IF EXISTS asbb_release(bigint, text, text);
 DROP FUNCTION IF EXISTS asbb_settle(bigint, bigint, text, text, integer, bigint, numeric, boolean, text, text, text, text);
 DROP FUNCTION IF EXISTS asbb_adjust_hold(bigint, numeric, integer, jsonb, jsonb, text, text);
-DROP FUNCTION IF EXISTS asbb_hold(text, text, text, numeric, integer, text, text, date, text, jsonb, jsonb, text, text);
+DROP FUNCTION IF EXISTS asbb_hold(text, text, text, numeric, integer, text, text, date, text, jsonb, jsonb, text, text, timestamptz);
 DROP FUNCTION IF EXISTS asbb_usage_add(bigint, text, date, numeric);
 DROP FUNCTION IF EXISTS asbb_lock_leaf(bigint, timestamptz);
 DROP FUNCTION IF EXISTS asbb_check_funds(accounts, numeric, numeric, text, date, timestamptz);

@@ -444,7 +444,8 @@ END $$;
 -- carries the account's totals as they were before the hold.
 CREATE FUNCTION asbb_hold(
     p_account_name text, p_cluster text, p_currency text, p_amount numeric, p_tasks integer, p_partition text,
-    p_user text, p_month date, p_rate_version text, p_pricing jsonb, p_request jsonb, p_key text, p_actor text
+    p_user text, p_month date, p_rate_version text, p_pricing jsonb, p_request jsonb, p_key text, p_actor text,
+    p_deadline timestamptz
 ) RETURNS TABLE (outcome text, hold_id bigint, refusal jsonb, account_id bigint, currency text,
                  deposited numeric, spent numeric, held numeric, credit_limit numeric) LANGUAGE plpgsql AS $$
 DECLARE
@@ -476,6 +477,14 @@ BEGIN
         END IF;
     END IF;
     v_refusal := asbb_check_funds(a, p_amount, p_amount / p_tasks, p_partition, p_month, v_now);
+    -- The caller stopped waiting at p_deadline (slurmctld has answered the
+    -- submission by then): a call that reached a stalled server and runs
+    -- later must not leave a hold behind.
+    IF v_refusal IS NULL AND clock_timestamp() > p_deadline THEN
+        RETURN QUERY SELECT 'expired'::text, NULL::bigint, NULL::jsonb, a.id, a.currency::text,
+                            a.deposited, a.spent, a.held, a.credit_limit;
+        RETURN;
+    END IF;
     IF v_refusal IS NULL THEN
         INSERT INTO holds (account_id, cluster, partition, user_name, tasks, amount, remaining, month,
                            rate_version, pricing, request, actor, idempotency_key)
