@@ -10,6 +10,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asbb/asbb/budget"
@@ -216,8 +217,22 @@ func admitJob(job budget.JobRequest, modify bool) result {
 		lib.log.Error("admission failed", "modify", modify, "account", job.Account, "partition", job.Partition,
 			"user", job.User, "job_id", job.JobID, "error", err)
 	}
+	if err == nil && d.Kind == budget.KindHeld {
+		settleSkipUntil.Store(0) // the database answers again
+	}
 	return result{rc: rcOf(d, err), msg: msg, decision: d, has: true}
 }
+
+// settleBreaker is how long settlement goes straight to the spool after the
+// database failed to answer one: jobcomp settles inline in slurmctld, so
+// without it every job ending during an outage would stall slurmctld for a
+// whole slurm.settle_timeout.
+const settleBreaker = 30 * time.Second
+
+// settleSkipUntil is the unix-nanosecond time until which settlements are
+// spooled without trying the database; a hold taken at submit shows the
+// database is back and ends it early.
+var settleSkipUntil atomic.Int64
 
 // settleJob charges a finished job. When the database cannot be reached
 // within slurm.settle_timeout, the record goes to the spool
@@ -230,9 +245,20 @@ func settleJob(e budget.JobEnd) result {
 		return result{rc: rcNotInit, msg: "asbb: the budget library is not initialised"}
 	}
 	e = jobEnd(e)
-	ctx, cancel := context.WithTimeout(context.Background(), lib.cfg.Slurm.SettleTimeout.Duration)
-	defer cancel()
-	s, err := lib.ledger.SettleJob(ctx, e)
+	var s budget.Settlement
+	var err error
+	if time.Now().UnixNano() < settleSkipUntil.Load() {
+		err = fmt.Errorf("%w: the database failed to answer moments ago; spooling without waiting", budget.ErrUnavailable)
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), lib.cfg.Slurm.SettleTimeout.Duration)
+		s, err = lib.ledger.SettleJob(ctx, e)
+		cancel()
+		if err != nil && rcOfErr(err) == rcUnavailable {
+			settleSkipUntil.Store(time.Now().Add(settleBreaker).UnixNano())
+		} else if err == nil {
+			settleSkipUntil.Store(0)
+		}
+	}
 	if err == nil {
 		if s.Duplicate {
 			return result{rc: rcOK, msg: fmt.Sprintf("asbb: job %d was already settled", e.JobID)}
