@@ -483,9 +483,15 @@ func dbDownAtJobEnd(t *testing.T, e *env, p Path) {
 	pid := e.cluster.ctldPID(t)
 	before := spooled(t, e)
 
+	// The running jobs end only when told to, after PostgreSQL is down: a
+	// fixed sleep raced the test on a loaded machine (the jobs could end
+	// before the database stopped).
+	release := filepath.Join(os.TempDir(), fmt.Sprintf("asbb-e2e-release-%d", time.Now().UnixNano()))
+	defer os.Remove(release)
+	wait := fmt.Sprintf("while [ ! -e %s ]; do sleep 0.2; done; sleep 1", release)
 	running := []uint32{
-		e.cluster.sbatch(t, "-A", a, "--time=1", "--wrap", "sleep 4"),
-		e.cluster.sbatch(t, "-A", a, "--time=1", "--wrap", "sleep 4"),
+		e.cluster.sbatch(t, "-A", a, "--time=1", "--wrap", wait),
+		e.cluster.sbatch(t, "-A", a, "--time=1", "--wrap", wait),
 	}
 	pending := e.cluster.sbatch(t, "--hold", "-A", a, "--time=1", "--wrap", "true")
 	all := append(append([]uint32{}, running...), pending)
@@ -509,6 +515,9 @@ func dbDownAtJobEnd(t *testing.T, e *env, p Path) {
 	}()
 	if out, err := e.cluster.exec(30*time.Second, true, "scancel", strconv.FormatUint(uint64(pending), 10)); err != nil {
 		t.Fatalf("scancel: %v\n%s", err, out)
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	ends := map[uint32]slurmJob{}
 	for _, id := range all {
