@@ -108,7 +108,8 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
 	// Partition usage (kept where a limit exists) counts, per hold month,
 	// what each hold still holds plus what it has charged.
 	var usageBad int64
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM partition_usage u
+	if err := tx.QueryRow(ctx, `SELECT count(*) FROM (SELECT u.* FROM partition_usage u
+		                           JOIN partition_limits pl USING (account_id, partition)) u
 		FULL JOIN (SELECT h.account_id, h.partition, h.month, sum(h.remaining + h.charged) AS c
 		           FROM holds h JOIN partition_limits pl ON pl.account_id = h.account_id AND pl.partition = h.partition
 		           GROUP BY h.account_id, h.partition, h.month) h

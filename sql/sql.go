@@ -146,9 +146,13 @@ func MigrateTo(ctx context.Context, conn *pgx.Conn, version int) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := checkApplied(ctx, conn, ms); err != nil {
+		return err
+	}
 	for cur < version {
 		m := ms[cur]
-		if err := step(ctx, conn, m.Up, "INSERT INTO asbb_schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name); err != nil {
+		if err := step(ctx, conn, m.Up, "INSERT INTO asbb_schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+			m.Version, m.Name, m.checksum()); err != nil {
 			return fmt.Errorf("apply migration %04d_%s: %w", m.Version, m.Name, err)
 		}
 		cur++
@@ -167,11 +171,47 @@ func ensureTable(ctx context.Context, conn *pgx.Conn) error {
 	_, err := conn.Exec(ctx, `CREATE TABLE IF NOT EXISTS asbb_schema_migrations (
 		version    integer PRIMARY KEY,
 		name       text NOT NULL,
+		checksum   text,
 		applied_at timestamptz NOT NULL DEFAULT now())`)
 	if err != nil {
 		return fmt.Errorf("create migrations table: %w", err)
 	}
+	// Databases migrated before checksums were recorded.
+	if _, err := conn.Exec(ctx, `ALTER TABLE asbb_schema_migrations ADD COLUMN IF NOT EXISTS checksum text`); err != nil {
+		return fmt.Errorf("upgrade migrations table: %w", err)
+	}
 	return nil
+}
+
+// checksum identifies a migration's up script as applied.
+func (m Migration) checksum() string {
+	h := sha256.Sum256([]byte(m.Up))
+	return hex.EncodeToString(h[:8])
+}
+
+// checkApplied refuses to work on a database whose applied migrations are
+// not the ones embedded here: a migration edited after it ran (a
+// development build) would otherwise fail later in confusing ways.
+func checkApplied(ctx context.Context, conn *pgx.Conn, ms []Migration) error {
+	rows, err := conn.Query(ctx, `SELECT version, name, coalesce(checksum, '') FROM asbb_schema_migrations ORDER BY version`)
+	if err != nil {
+		return fmt.Errorf("read applied migrations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var v int
+		var name, sum string
+		if err := rows.Scan(&v, &name, &sum); err != nil {
+			return fmt.Errorf("read applied migrations: %w", err)
+		}
+		if v < 1 || v > len(ms) {
+			return fmt.Errorf("database has migration %04d_%s, which this build does not know: it was migrated by a newer ASBB", v, name)
+		}
+		if m := ms[v-1]; m.Name != name || (sum != "" && sum != m.checksum()) {
+			return fmt.Errorf("migration %04d_%s in the database differs from this build's %04d_%s: it was migrated by another build of ASBB", v, name, m.Version, m.Name)
+		}
+	}
+	return rows.Err()
 }
 
 func current(ctx context.Context, conn *pgx.Conn) (int, error) {
@@ -182,7 +222,7 @@ func current(ctx context.Context, conn *pgx.Conn) (int, error) {
 	return v, nil
 }
 
-func step(ctx context.Context, conn *pgx.Conn, body, record string, version int, name string) error {
+func step(ctx context.Context, conn *pgx.Conn, body, record string, args ...any) error {
 	tx, err := conn.Begin(ctx)
 	if err != nil {
 		return err
@@ -191,7 +231,7 @@ func step(ctx context.Context, conn *pgx.Conn, body, record string, version int,
 	if _, err := tx.Exec(ctx, body); err != nil {
 		return err
 	}
-	if _, err := tx.Exec(ctx, record, version, name); err != nil {
+	if _, err := tx.Exec(ctx, record, args...); err != nil {
 		return err
 	}
 	return tx.Commit(ctx)

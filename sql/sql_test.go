@@ -2,6 +2,7 @@ package sql_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 
@@ -109,5 +110,21 @@ func TestMigrationsAreWellFormed(t *testing.T) {
 	}
 	if len(ms) == 0 || asql.Hash() == "invalid" {
 		t.Fatal("no migrations embedded")
+	}
+}
+
+func TestAChangedMigrationIsRefused(t *testing.T) {
+	ctx := context.Background()
+	conn := connect(t, pgtest.EmptyURL(t))
+	if err := asql.Migrate(ctx, conn); err != nil {
+		t.Fatal(err)
+	}
+	// As if this database had been migrated by another build.
+	if _, err := conn.Exec(ctx, `UPDATE asbb_schema_migrations SET checksum = 'other' WHERE version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	err := asql.Migrate(ctx, conn)
+	if err == nil || !strings.Contains(err.Error(), "differs from this build") {
+		t.Fatalf("migrate over a changed migration: %v", err)
 	}
 }
