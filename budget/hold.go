@@ -453,3 +453,33 @@ func (l *Ledger) Settle(ctx context.Context, r SettleRequest) (Settlement, error
 	}
 	return s, nil
 }
+
+// Charge is one settlement of a hold (or of a job without one).
+type Charge struct {
+	ID          int64           `json:"id"`
+	HoldID      *int64          `json:"hold_id,omitempty"`
+	JobID       string          `json:"job_id"`
+	ArrayTaskID int             `json:"array_task_id"`
+	RunStart    int64           `json:"run_start"`
+	Actual      decimal.Decimal `json:"actual"`
+	Released    decimal.Decimal `json:"released"`
+}
+
+// ChargesOfHold lists a hold's settlements, oldest first.
+func (l *Ledger) ChargesOfHold(ctx context.Context, holdID int64) ([]Charge, error) {
+	rows, err := l.pool.Query(ctx, `SELECT id, hold_id, job_id, array_task_id, run_start, actual, released
+		FROM charges WHERE hold_id = $1 ORDER BY id`, holdID)
+	if err != nil {
+		return nil, dbErr("list charges of hold", err)
+	}
+	defer rows.Close()
+	var out []Charge
+	for rows.Next() {
+		var c Charge
+		if err := rows.Scan(&c.ID, &c.HoldID, &c.JobID, &c.ArrayTaskID, &c.RunStart, &c.Actual, &c.Released); err != nil {
+			return nil, dbErr("list charges of hold", err)
+		}
+		out = append(out, c)
+	}
+	return out, dbErr("list charges of hold", rows.Err())
+}

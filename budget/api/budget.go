@@ -499,6 +499,27 @@ func (s *Server) reconcile(r *http.Request, req ReconcileRequest) (ReconcileResp
 		}
 		runStart = *req.RunStart
 	}
+	// A single job already settled by Slurm's own hooks (jobcomp, the
+	// epilog) under its real run start: this cost trues that charge up
+	// rather than charging the job a second time under another key.
+	if h.Tasks == 1 && h.SettledTasks > 0 && req.RunStart == nil && req.ArrayTaskID == nil {
+		charges, err := s.l.ChargesOfHold(ctx, h.ID)
+		if err != nil {
+			return ReconcileResponse{}, err
+		}
+		if len(charges) == 1 && (charges[0].JobID != jobID || charges[0].RunStart != runStart) {
+			c := charges[0]
+			corr, err := s.l.Correct(ctx, c.ID, actual, actor, "reconciled over the API after Slurm settled the job",
+				"api-reconcile:"+strconv.FormatInt(c.ID, 10))
+			if err != nil {
+				return ReconcileResponse{}, fieldErr("actual_cost", err)
+			}
+			resp := settlementResponse(c.JobID, budget.Settlement{ChargeID: c.ID, HoldID: h.ID, Actual: actual,
+				Released: c.Released, Duplicate: corr.Duplicate})
+			resp.Message = "the job was already settled by Slurm; its charge is trued up to this cost (a correction, not a second charge)"
+			return resp, nil
+		}
+	}
 	st, err := s.l.Settle(ctx, budget.SettleRequest{
 		HoldID: h.ID, Cluster: req.Cluster, JobID: jobID, ArrayTaskID: task, RunStart: runStart,
 		Actual: actual, Final: req.Final, Actor: actor, Reason: "reconciled over the API",

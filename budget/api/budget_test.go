@@ -235,6 +235,31 @@ func TestReconcileJobEndPricesAtThePinnedRates(t *testing.T) {
 	e.verify()
 }
 
+func TestReconcileAfterSlurmSettledTheJobTruesUpInsteadOfChargingTwice(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "")
+	e.account("acct", "100")
+	hold := e.do("POST", "/api/v1/budget/check", "reconcile",
+		`{"account":"acct","partition":"cpu-aws","nodes":1,"cpus":1,"wall_time":"01:00:00"}`).want(t, 200)
+	txn := hold.str("transaction_id")
+	// jobcomp settles the job first, under its real run start: $2.50.
+	if _, err := e.l.SettleJob(context.Background(), budget.JobEnd{JobID: 91, AdminComment: "asbb:" + txn,
+		StartTime: 1700000000, EndTime: 1700001800, Nodes: 1, State: budget.JobComplete}); err != nil {
+		t.Fatal(err)
+	}
+	// Then an integrator reconciles the same hold with the real cost.
+	body := `{"job_id":"91","actual_cost":"3.10","transaction_id":"` + txn + `"}`
+	r := e.do("POST", "/api/v1/budget/reconcile", "reconcile", body).want(t, 200)
+	wantNum(t, r, "actual_charge", "3.10")
+	wantDec(t, "spent", e.get("acct").Spent, "3.1")
+	again := e.do("POST", "/api/v1/budget/reconcile", "reconcile", body).want(t, 200)
+	if again.at("duplicate") != true {
+		t.Fatalf("repeat: %s", again.body)
+	}
+	wantDec(t, "spent", e.get("acct").Spent, "3.1")
+	e.verify()
+}
+
 func budgetPatchStatus(s string) budget.AccountPatch { return budget.AccountPatch{Status: &s} }
 
 var _ = http.StatusOK
