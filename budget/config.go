@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -403,13 +404,23 @@ func (c *Config) RateVersion() string {
 }
 
 // Location is the configured time zone for calendar months.
+// It is asked for on every hold (the partition-usage month), so zones are
+// loaded once: time.LoadLocation reads the zone file each time.
 func (c *Config) Location() *time.Location {
-	loc, err := time.LoadLocation(c.Pricing.Timezone)
+	name := c.Pricing.Timezone
+	if loc, ok := locations.Load(name); ok {
+		return loc.(*time.Location)
+	}
+	loc, err := time.LoadLocation(name)
 	if err != nil {
 		return time.UTC
 	}
+	locations.Store(name, loc)
 	return loc
 }
+
+// locations caches loaded time zones by name.
+var locations sync.Map
 
 // AllocationTimezone is the zone name for new schedules and grants.
 func (c *Config) AllocationTimezone() string {
