@@ -57,38 +57,6 @@ type Hold struct {
 	ClosedAt     *time.Time      `json:"closed_at,omitempty"`
 }
 
-// fastHold is the hold of the common case as one statement, the cheapest a
-// durable hold can be (PERF-NOTES, design b): a top-level account with no
-// partition limits, no grant, no allocation event due and no idempotency
-// key. It locks the account row only for the statement and its commit. It
-// returns no row when anything is out of the ordinary, refusals included;
-// PlaceHold then calls asbb_hold, which checks everything and explains.
-// Like asbb_post, it writes the totals and the ledger row together; Verify
-// proves the two stay equal.
-const fastHold = `WITH a AS (
-	UPDATE accounts x SET held = held + $4::numeric, updated_at = now()
-	 WHERE x.id = (SELECT id FROM accounts WHERE slurm_account = $1 AND cluster IN ($2, '*')
-	                ORDER BY cluster = '*' LIMIT 1)
-	   AND x.depth = 0 AND NOT x.hooked AND x.status = 'active' AND x.currency = $3::text
-	   AND (x.starts_at IS NULL OR x.starts_at <= now()) AND (x.ends_at IS NULL OR x.ends_at > now())
-	   AND (x.next_event IS NULL OR x.next_event > now())
-	   AND x.deposited - x.spent - x.held + x.credit_limit >= $4
-	   AND (x.max_job_cost IS NULL OR x.max_job_cost >= $4::numeric / $5::integer)
-	   AND NOT EXISTS (SELECT 1 FROM partition_limits pl WHERE pl.account_id = x.id AND pl.partition = $6::text)
-	   AND clock_timestamp() <= $13::timestamptz
-	RETURNING x.id, x.deposited, x.spent, x.held, x.credit_limit
-), h AS (
-	INSERT INTO holds (account_id, cluster, partition, user_name, tasks, amount, remaining, month,
-	                   rate_version, pricing, request, actor)
-	SELECT a.id, $2, $6, $7::text, $5, $4, $4, $8::date, $9::text, $10::jsonb, $11::jsonb, $12::text FROM a
-	RETURNING id, account_id
-), e AS (
-	INSERT INTO ledger (account_id, type, amount, d_held, deposited_after, spent_after, held_after,
-	                    hold_id, cluster, partition, user_name, actor, reason)
-	SELECT a.id, 'hold', $4, $4, a.deposited, a.spent, a.held, h.id, $2, $6, $7, $12, '' FROM a JOIN h ON h.account_id = a.id
-)
-SELECT h.id, a.id, a.deposited, a.spent, a.held - $4, a.credit_limit FROM a JOIN h ON h.account_id = a.id`
-
 // PlaceHold takes a hold in one round trip: the one-statement fast path
 // when it applies, else the asbb_hold function, which finds the account by
 // name and checks its chain, partition caps and grant periods under row
@@ -116,17 +84,11 @@ func (l *Ledger) PlaceHold(ctx context.Context, r HoldRequest) (HoldResult, erro
 		deadline = d.Add(l.cfg.Submit.Timeout.Duration)
 	}
 	if r.IdempotencyKey == "" {
-		acct := Account{SlurmAccount: r.Account, Cluster: cluster, Currency: l.cfg.Pricing.Currency}
-		var holdID int64
-		err := l.pool.QueryRow(ctx, fastHold, r.Account, cluster, l.cfg.Pricing.Currency, r.Amount, int32(r.Tasks),
-			r.Partition, r.User, month, r.RateVersion, pricing, request, r.Actor, deadline).
-			Scan(&holdID, &acct.ID, &acct.Deposited, &acct.Spent, &acct.Held, &acct.CreditLimit)
-		switch {
-		case err == nil:
-			acct.Available = acct.Deposited.Sub(acct.Spent).Sub(acct.Held).Add(acct.CreditLimit)
-			return HoldResult{HoldID: holdID, Account: acct}, nil
-		case !isNoRows(err):
-			return HoldResult{}, dbErr("hold on "+r.Account, err)
+		c := &fastCall{r: r, cluster: cluster, month: month, deadline: deadline, pricing: pricing, request: request}
+		c.ctxDeadline, _ = ctx.Deadline()
+		o := l.fastHoldGrouped(ctx, c)
+		if o.err != nil || o.applied {
+			return o.res, o.err
 		}
 	}
 	return l.placeHoldChecked(ctx, r, cluster, month, deadline, pricing, request)

@@ -20,6 +20,9 @@ type Ledger struct {
 	cfg  *Config
 	log  *slog.Logger
 	now  func() time.Time
+
+	groups holdGroups // fast holds in flight, per account (fasthold.go)
+	ids    idCache    // account ids the fast holds resolved (fasthold.go)
 }
 
 // Open connects to the database named by cfg and returns a Ledger. The pool

@@ -1,0 +1,4 @@
+DROP TRIGGER IF EXISTS partition_limits_mirror ON partition_limits;
+DROP FUNCTION IF EXISTS asbb_partition_limits_mirror();
+DROP FUNCTION IF EXISTS asbb_mirror_partition_limits(bigint);
+ALTER TABLE accounts DROP COLUMN IF EXISTS limited_partitions;
