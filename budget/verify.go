@@ -25,7 +25,8 @@ type VerifyReport struct {
 func (r VerifyReport) OK() bool { return len(r.Problems) == 0 }
 
 // Verify proves that every account's totals equal the sums over its ledger,
-// that the last ledger row's running totals match the account, that no hold
+// that every ledger row's totals-after equal the running sums of the rows
+// before it (in id order) and the last one the account's, that no hold
 // or held total is negative, and that each account's held total equals what
 // its (and its descendants') active holds still hold. It reads one
 // consistent snapshot (REPEATABLE READ).
@@ -43,6 +44,13 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
 		), last AS (
 			SELECT DISTINCT ON (account_id) account_id, deposited_after, spent_after, held_after
 			FROM ledger ORDER BY account_id, id DESC
+		), running AS (
+			SELECT account_id, count(*) FILTER (WHERE bad) AS bad, min(id) FILTER (WHERE bad) AS first_bad
+			FROM (SELECT account_id, id,
+			             sum(d_deposited) OVER w <> deposited_after OR sum(d_spent) OVER w <> spent_after
+			             OR sum(d_held) OVER w <> held_after AS bad
+			      FROM ledger WINDOW w AS (PARTITION BY account_id ORDER BY id)) r
+			GROUP BY account_id
 		), active AS (
 			SELECT x AS account_id, sum(h.remaining) AS held
 			FROM holds h JOIN accounts a ON a.id = h.account_id, unnest(a.path) AS x
@@ -50,8 +58,10 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
 		)
 		SELECT a.slurm_account, a.deposited, a.spent, a.held,
 		       coalesce(s.n, 0), coalesce(s.dd, 0), coalesce(s.ds, 0), coalesce(s.dh, 0),
-		       l.deposited_after, l.spent_after, l.held_after, coalesce(ac.held, 0)
+		       l.deposited_after, l.spent_after, l.held_after, coalesce(ac.held, 0),
+		       coalesce(ru.bad, 0), ru.first_bad
 		FROM accounts a
+		LEFT JOIN running ru ON ru.account_id = a.id
 		LEFT JOIN sums s ON s.account_id = a.id
 		LEFT JOIN last l ON l.account_id = a.id
 		LEFT JOIN active ac ON ac.account_id = a.id
@@ -63,8 +73,10 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
 		var name string
 		var dep, spent, held, dd, ds, dh, activeHeld decimal.Decimal
 		var lastDep, lastSpent, lastHeld *decimal.Decimal
-		var n int64
-		if err := rows.Scan(&name, &dep, &spent, &held, &n, &dd, &ds, &dh, &lastDep, &lastSpent, &lastHeld, &activeHeld); err != nil {
+		var n, runningBad int64
+		var firstBad *int64
+		if err := rows.Scan(&name, &dep, &spent, &held, &n, &dd, &ds, &dh, &lastDep, &lastSpent, &lastHeld, &activeHeld,
+			&runningBad, &firstBad); err != nil {
 			rows.Close()
 			return rep, dbErr("verify totals", err)
 		}
@@ -91,6 +103,9 @@ func (l *Ledger) Verify(ctx context.Context) (VerifyReport, error) {
 		if lastDep != nil && (!lastDep.Equal(dep) || !lastSpent.Equal(spent) || !lastHeld.Equal(held)) {
 			bad("last ledger row's running totals (%s, %s, %s) differ from the account's (%s, %s, %s)",
 				lastDep, lastSpent, lastHeld, dep, spent, held)
+		}
+		if runningBad > 0 {
+			bad("%d ledger rows' totals-after differ from the running sums (first: entry %d)", runningBad, *firstBad)
 		}
 	}
 	rows.Close()
