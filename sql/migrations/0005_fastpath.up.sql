@@ -32,3 +32,8 @@ BEGIN
 END $$;
 CREATE TRIGGER partition_limits_mirror AFTER INSERT OR UPDATE OR DELETE ON partition_limits
     FOR EACH ROW EXECUTE FUNCTION asbb_partition_limits_mirror();
+
+-- Holds taken without an idempotency key (every job_submit hold) need no
+-- entry in its unique index: one index write less under the row lock.
+ALTER TABLE holds DROP CONSTRAINT holds_idempotency_key_key;
+CREATE UNIQUE INDEX holds_idempotency_key ON holds (idempotency_key) WHERE idempotency_key IS NOT NULL;
