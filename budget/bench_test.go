@@ -186,20 +186,24 @@ func throughput(callers, total int, op func(i int) error) (float64, error) {
 // BenchmarkHoldThroughput measures holds per second on one hot account and
 // across 100 accounts at 1, 4, 16 and 64 concurrent callers, ASBB beside
 // the bare baseline in the same sitting (alternating), and the ratio.
+// "hot-alone" is the hot account with group holds turned off: every hold
+// its own statement and commit, like the bare baseline.
 func BenchmarkHoldThroughput(b *testing.B) {
 	env := seedBench(b)
 	ctx := context.Background()
 	env.l.Pool().Config().MaxConns = 80
-	for _, shape := range []string{"hot", "100accounts"} {
+	for _, shape := range []string{"hot", "hot-alone", "100accounts"} {
 		for _, callers := range []int{1, 4, 16, 64} {
 			b.Run(fmt.Sprintf("%s/callers=%d", shape, callers), func(b *testing.B) {
 				total := 1600
 				if callers == 1 {
 					total = 800
 				}
+				budget.SetGrouping(env.l, shape != "hot-alone")
+				defer budget.SetGrouping(env.l, true)
 				for it := 0; it < b.N; it++ {
 					ours, err := throughput(callers, total, func(i int) error {
-						if shape == "hot" {
+						if shape != "100accounts" {
 							return env.hold(ctx, env.hot)
 						}
 						return env.hold(ctx, env.many[i%100])
@@ -208,7 +212,7 @@ func BenchmarkHoldThroughput(b *testing.B) {
 						b.Fatal(err)
 					}
 					base, err := throughput(callers, total, func(i int) error {
-						if shape == "hot" {
+						if shape != "100accounts" {
 							return env.bare(ctx, env.bareID)
 						}
 						return env.bare(ctx, env.manyIDs[i%100])

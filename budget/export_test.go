@@ -7,3 +7,11 @@ func GroupQueued(l *Ledger, account string) int {
 	defer l.groups.mu.Unlock()
 	return len(l.groups.pending[groupKey{account, l.cluster("")}])
 }
+
+// SetGrouping turns group holds on or off, so a benchmark can show what
+// they change.
+func SetGrouping(l *Ledger, on bool) {
+	l.groups.mu.Lock()
+	defer l.groups.mu.Unlock()
+	l.groups.off = !on
+}

@@ -167,6 +167,7 @@ func (a *idCache) learn(k groupKey, id int64, accountCluster string) {
 type holdGroups struct {
 	mu      sync.Mutex
 	pending map[groupKey][]*fastCall // present: a hold on the account is in flight
+	off     bool                     // every hold alone (set only by the benchmarks, to measure the difference)
 }
 
 // fastHoldGrouped runs c alone if no hold on its account is in flight,
@@ -178,7 +179,7 @@ func (l *Ledger) fastHoldGrouped(ctx context.Context, c *fastCall) fastOutcome {
 	if g.pending == nil {
 		g.pending = map[groupKey][]*fastCall{}
 	}
-	if q, busy := g.pending[key]; busy {
+	if q, busy := g.pending[key]; busy && !g.off {
 		c.done = make(chan fastOutcome, 1)
 		g.pending[key] = append(q, c)
 		g.mu.Unlock()
