@@ -3,6 +3,8 @@ package budget
 import (
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -197,9 +199,10 @@ func (l *Ledger) fastHoldGrouped(ctx context.Context, c *fastCall) fastOutcome {
 	}
 	g.pending[key] = nil
 	g.mu.Unlock()
-	o := l.fastHoldOne(ctx, c)
-	l.nextGroup(key)
-	return o
+	// Deferred, so that even a panic (recovered by the caller: the C
+	// exports recover every one) does not leave the account marked busy.
+	defer l.nextGroup(key)
+	return l.fastHoldOne(ctx, c)
 }
 
 // nextGroup starts the holds that queued on key while a statement ran, or
@@ -218,8 +221,22 @@ func (l *Ledger) nextGroup(key groupKey) {
 	g.pending[key] = q[n:]
 	g.mu.Unlock()
 	go func() {
+		defer l.nextGroup(key)
+		// This goroutine is the library's own, inside slurmctld when
+		// libasbb.so runs there: a panic must not cross it (it would kill
+		// the process), so it becomes every member's error.
+		defer func() {
+			if r := recover(); r != nil {
+				l.log.Error("group hold panicked", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+				for _, c := range batch {
+					select {
+					case c.done <- fastOutcome{err: fmt.Errorf("hold on %s: internal error: %v", c.r.Account, r)}:
+					default: // already answered
+					}
+				}
+			}
+		}()
 		l.runGroup(batch)
-		l.nextGroup(key)
 	}()
 }
 
