@@ -12,6 +12,19 @@ import (
 	"github.com/shopspring/decimal"
 )
 
+// fastAccount is the WHERE clause both fast statements put on the account
+// row: $1 the name, $2 the cluster asked for, $3 the currency, $14 the
+// remembered id (idCache) or NULL. Each statement adds its own amount
+// checks and, last, the caller's deadline ($13). Every check is on the
+// row itself, so PostgreSQL re-checks all of them on the newest version
+// after waiting for the row lock.
+const fastAccount = `	 WHERE x.id = coalesce($14::bigint, (SELECT id FROM accounts WHERE slurm_account = $1 AND cluster IN ($2, '*')
+	                                     ORDER BY cluster = '*' LIMIT 1))
+	   AND x.slurm_account = $1
+	   AND x.depth = 0 AND NOT x.hooked AND x.status = 'active' AND x.currency = $3::text
+	   AND (x.starts_at IS NULL OR x.starts_at <= now()) AND (x.ends_at IS NULL OR x.ends_at > now())
+	   AND (x.next_event IS NULL OR x.next_event > now())`
+
 // fastHold is the hold of the common case as one statement, the cheapest a
 // durable hold can be (PERF-NOTES, design b): a top-level account with no
 // partition limits, no grant, no allocation event due and no idempotency
@@ -24,12 +37,7 @@ import (
 // then part of the statement.
 const fastHold = `WITH a AS (
 	UPDATE accounts x SET held = held + $4::numeric, updated_at = now()
-	 WHERE x.id = coalesce($14::bigint, (SELECT id FROM accounts WHERE slurm_account = $1 AND cluster IN ($2, '*')
-	                                     ORDER BY cluster = '*' LIMIT 1))
-	   AND x.slurm_account = $1
-	   AND x.depth = 0 AND NOT x.hooked AND x.status = 'active' AND x.currency = $3::text
-	   AND (x.starts_at IS NULL OR x.starts_at <= now()) AND (x.ends_at IS NULL OR x.ends_at > now())
-	   AND (x.next_event IS NULL OR x.next_event > now())
+` + fastAccount + `
 	   AND x.deposited - x.spent - x.held + x.credit_limit >= $4
 	   AND (x.max_job_cost IS NULL OR x.max_job_cost >= $4::numeric / $5::integer)
 	   AND NOT ($6::text = ANY (x.limited_partitions))
@@ -85,12 +93,7 @@ const groupHoldSQL = `WITH r AS (
 ), a AS (
 	UPDATE accounts x SET held = x.held + tot.amount, updated_at = now()
 	  FROM tot
-	 WHERE x.id = coalesce($14::bigint, (SELECT id FROM accounts WHERE slurm_account = $1 AND cluster IN ($2, '*')
-	                                     ORDER BY cluster = '*' LIMIT 1))
-	   AND x.slurm_account = $1
-	   AND x.depth = 0 AND NOT x.hooked AND x.status = 'active' AND x.currency = $3::text
-	   AND (x.starts_at IS NULL OR x.starts_at <= now()) AND (x.ends_at IS NULL OR x.ends_at > now())
-	   AND (x.next_event IS NULL OR x.next_event > now())
+` + fastAccount + `
 	   AND x.deposited - x.spent - x.held + x.credit_limit >= tot.amount
 	   AND (x.max_job_cost IS NULL OR x.max_job_cost >= tot.per_task)
 	   AND NOT (x.limited_partitions && tot.parts)
