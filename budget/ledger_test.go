@@ -774,6 +774,83 @@ func TestModifyOfAJobWithoutAHold(t *testing.T) {
 	mustVerify(t, l)
 }
 
+// The C plugin's job_modify finds a hold only by job id, which the binder
+// links every slurm.bind_interval. A price change that comes before the
+// link is refused with "retry" instead of being priced as a job without a
+// hold (which would leave the job's hold at the old price, or not check
+// the change at all).
+func TestModifyBeforeTheHoldIsLinkedAsksToRetry(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "acct", Budget: dec("30")})
+	d, err := l.Admit(ctx, job("acct", 1, 60)) // $6, user alice, not linked to a job yet
+	if err != nil || d.Kind != budget.KindHeld {
+		t.Fatalf("admit: %+v %v", d, err)
+	}
+	before := entryCount(t, l)
+	ch := budget.UnsetJob()
+	ch.JobID, ch.User, ch.TimeLimit = "77", "alice", 600 // $60: over the budget
+	m, err := l.Modify(ctx, ch)
+	if err != nil || m.Kind != budget.KindRefused || m.Denial == nil || m.Denial.Code != "hold_not_bound" ||
+		!strings.Contains(m.Message, "retry the change in a few seconds") {
+		t.Fatalf("modify before the link: %+v %v", m, err)
+	}
+	if n := entryCount(t, l); n != before {
+		t.Fatalf("the refused modify wrote %d ledger entries", n-before)
+	}
+	// A change that prices nothing (a rename, a priority) is not held up.
+	other := budget.UnsetJob()
+	other.JobID, other.User = "77", "alice"
+	if m, err := l.Modify(ctx, other); err != nil || m.Kind != budget.KindFree {
+		t.Fatalf("modify that changes no price: %+v %v", m, err)
+	}
+	// Another user's job is not held up by alice's hold.
+	bob := ch
+	bob.JobID, bob.User = "78", "bob"
+	if m, err := l.Modify(ctx, bob); err != nil || m.Kind != budget.KindFree {
+		t.Fatalf("bob's modify: %+v %v", m, err)
+	}
+	// Once the binder has linked it, the same change is priced: refused
+	// for the money, with the numbers.
+	if err := l.BindHold(ctx, d.HoldID, "77"); err != nil {
+		t.Fatal(err)
+	}
+	if m, err = l.Modify(ctx, ch); err != nil || m.Kind != budget.KindRefused || m.Denial.Code != "insufficient_funds" {
+		t.Fatalf("modify after the link: %+v %v", m, err)
+	}
+	ch.TimeLimit = 120 // $12: fits, the job's own hold is re-priced
+	if m, err = l.Modify(ctx, ch); err != nil || m.Kind != budget.KindHeld || m.HoldID != d.HoldID || !m.Amount.Equal(dec("12")) {
+		t.Fatalf("modify that fits: %+v %v", m, err)
+	}
+	if a := account(t, l, "acct"); !a.Held.Equal(dec("12")) {
+		t.Fatalf("held %s, want 12 (one hold, re-priced)", a.Held)
+	}
+	mustVerify(t, l)
+}
+
+// An unlinked hold older than three bind intervals belongs to no job the
+// binder could find (slurmctld rejected the job after the plugin): it does
+// not hold up the user's changes.
+func TestModifyIgnoresOldUnlinkedHolds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l := newLedger(t, "")
+	mustAccount(t, l, budget.AccountSpec{SlurmAccount: "acct", Budget: dec("30")})
+	d, err := l.Admit(ctx, job("acct", 1, 60))
+	if err != nil || d.Kind != budget.KindHeld {
+		t.Fatalf("admit: %+v %v", d, err)
+	}
+	if _, err := l.Pool().Exec(ctx, `UPDATE holds SET created_at = now() - interval '7 seconds' WHERE id = $1`, d.HoldID); err != nil {
+		t.Fatal(err)
+	}
+	ch := budget.UnsetJob()
+	ch.JobID, ch.User, ch.TimeLimit = "12", "alice", 600
+	if m, err := l.Modify(ctx, ch); err != nil || m.Kind != budget.KindFree {
+		t.Fatalf("modify of a job without a hold: %+v %v", m, err)
+	}
+}
+
 func TestPartitionLimitSetLaterCountsEarlierHolds(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
