@@ -344,7 +344,6 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 	return Decision{Kind: KindRefused, Message: "asbb: " + userError(err)}, err
 }
 
-// mergeJob lays the set fields of a change over a job's stored request.
 // holdMayBeUnbound reports whether a job that has no hold linked to it
 // may still have one that the binder has not linked yet. The C plugin's
 // job_modify finds a hold only by job id (it cannot read the job's
@@ -370,14 +369,15 @@ func (l *Ledger) holdMayBeUnbound(ctx context.Context, req JobRequest) (bool, er
 }
 
 // changesPrice reports whether a modify request (only the changed fields
-// set, as the C plugin sends them) changes anything the price depends on.
+// set, as the C plugin sends them) changes anything the price depends on:
+// whatever mergeJob would lay over a stored request, except whose job it is.
 func changesPrice(ch JobRequest) bool {
-	set := func(v uint32) bool { return v != NoVal && v != 0 }
-	return ch.Account != "" || ch.Partition != "" || ch.TresPerNode != "" || ch.TresPerJob != "" || ch.ArrayInx != "" ||
-		set(ch.TimeLimit) || set(ch.MinNodes) || set(ch.MaxNodes) || set(ch.NumTasks) || set(ch.MinCPUs) ||
-		(ch.CPUsPerTask != NoVal16 && ch.CPUsPerTask != 0) || (ch.PnMinMemory != NoVal64 && ch.PnMinMemory != 0)
+	m := mergeJob(UnsetJob(), ch)
+	m.Cluster, m.User, m.UserID, m.JobID, m.AdminComment = "", "", 0, "", ""
+	return m != UnsetJob()
 }
 
+// mergeJob lays the set fields of a change over a job's stored request.
 func mergeJob(base, ch JobRequest) JobRequest {
 	m := base
 	str := func(dst *string, v string) {
