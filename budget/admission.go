@@ -144,7 +144,7 @@ func (l *Ledger) hold(ctx context.Context, job JobRequest, est Estimate, replace
 
 // refuse applies shadow mode to a denial.
 func (l *Ledger) refuse(job JobRequest, den *Denial, est *Estimate) Decision {
-	if den.Hint == "" && den.Code != "no_account" && den.Code != "no_time_limit" && den.Code != "hold_not_bound" {
+	if den.Hint == "" && den.Code != "no_account" && den.Code != "no_time_limit" {
 		den.Hint = userHint
 	}
 	if den.Currency == "" {
@@ -247,14 +247,6 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 	} else {
 		err = ErrHoldNotFound
 	}
-	if errors.Is(err, ErrHoldNotFound) {
-		switch unbound, uerr := l.holdMayBeUnbound(ctx, req); {
-		case uerr != nil:
-			return l.outage(req, Estimate{}, uerr)
-		case unbound:
-			return l.refuse(req, &Denial{Code: "hold_not_bound", Account: req.Account, Partition: req.Partition}, nil), nil
-		}
-	}
 	switch {
 	case errors.Is(err, ErrHoldNotFound):
 		// No hold: the job was free, or accepted during an outage. A
@@ -342,39 +334,6 @@ func (l *Ledger) Modify(ctx context.Context, req JobRequest) (Decision, error) {
 		return l.outage(merged, est, err)
 	}
 	return Decision{Kind: KindRefused, Message: "asbb: " + userError(err)}, err
-}
-
-// holdMayBeUnbound reports whether a job that has no hold linked to it
-// may still have one that the binder has not linked yet. The C plugin's
-// job_modify finds a hold only by job id (it cannot read the job's
-// admin_comment), and libasbb.so's binder links holds to job ids every
-// slurm.bind_interval. A price-changing modify of such a job, by a user
-// who has a hold taken moments ago and not linked either, is most likely
-// a change to that job: pricing it as a job without a hold would leave its
-// own hold at the old price (a change that keeps the partition would not
-// even be checked). The user is asked to retry once the binder has run.
-func (l *Ledger) holdMayBeUnbound(ctx context.Context, req JobRequest) (bool, error) {
-	every := l.cfg.Slurm.BindInterval.Duration
-	if req.JobID == "" || req.AdminComment != "" || req.User == "" || every <= 0 || !changesPrice(req) {
-		return false, nil
-	}
-	var recent bool
-	err := l.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM holds WHERE status = 'active' AND job_id IS NULL
-		AND user_name = $1 AND cluster = $2 AND created_at > now() - $3::bigint * interval '1 millisecond')`,
-		req.User, l.cluster(req.Cluster), (3 * every).Milliseconds()).Scan(&recent)
-	if err != nil {
-		return false, dbErr("look for unlinked holds", err)
-	}
-	return recent, nil
-}
-
-// changesPrice reports whether a modify request (only the changed fields
-// set, as the C plugin sends them) changes anything the price depends on:
-// whatever mergeJob would lay over a stored request, except whose job it is.
-func changesPrice(ch JobRequest) bool {
-	m := mergeJob(UnsetJob(), ch)
-	m.Cluster, m.User, m.UserID, m.JobID, m.AdminComment = "", "", 0, "", ""
-	return m != UnsetJob()
 }
 
 // mergeJob lays the set fields of a change over a job's stored request.

@@ -70,8 +70,6 @@ func (d *Denial) UserMessage() string {
 		s = "this job names no account and no default account is configured; submit with --account"
 	case "no_time_limit":
 		s = fmt.Sprintf("partition %s is priced and has no finite time limit; submit with --time", d.Partition)
-	case "hold_not_bound":
-		s = "this job was submitted moments ago and its budget hold is not linked to it yet; retry the change in a few seconds"
 	case "unpriced_partition":
 		s = fmt.Sprintf("partition %s has no price and unpriced partitions are not allowed", d.Partition)
 	default:
